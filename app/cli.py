@@ -1,0 +1,198 @@
+"""The `kindred` command line."""
+
+import asyncio
+import contextlib
+import signal
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from types import FrameType
+from typing import Annotated, Any
+
+import typer
+import uvicorn
+from rich.console import Console
+from rich.table import Table
+
+from app import __version__
+from app.embedded import EmbeddedError, EmbeddedServer, database_uri
+from app.logs import configure_logging
+from app.mongo import create_client, ensure_indexes, index_registry
+from app.settings import Environment, LogFormat, LogLevel, Settings
+
+cli = typer.Typer(
+    name="kindred",
+    help="Kindred, an open-source customer data platform. Settings come from KINDRED_* "
+    "environment variables; the flags below override them.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+db_cli = typer.Typer(help="Inspect the database Kindred uses.", no_args_is_help=True)
+cli.add_typer(db_cli, name="db")
+
+err = Console(stderr=True, soft_wrap=True)
+out = Console()
+
+MongoUriOption = Annotated[
+    str | None,
+    typer.Option(
+        "--mongodb-uri",
+        help="MongoDB connection string (env KINDRED_MONGODB_URI). Without it Kindred uses "
+        "its embedded database in --data-dir.",
+        show_default=False,
+    ),
+]
+DataDirOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--data-dir",
+        help="Embedded database directory (env KINDRED_DATA_DIR, default ./kindred-data).",
+        show_default=False,
+    ),
+]
+DatabaseOption = Annotated[
+    str | None,
+    typer.Option(
+        "--database",
+        help="Database name (env KINDRED_DATABASE, default kindred).",
+        show_default=False,
+    ),
+]
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Returns settings from the environment, with the flags the user gave on top."""
+    given = {k: v for k, v in overrides.items() if v is not None}
+    return Settings(**given)
+
+
+@contextlib.contextmanager
+def resolved_uri(settings: Settings) -> Iterator[str]:
+    """Yields the database URI: the configured one, the running owner's, or a server of our own."""
+    if settings.mongodb_uri is not None:
+        yield settings.mongodb_uri
+        return
+    try:
+        with database_uri(settings.data_dir, cache_size=settings.embedded_cache_size) as uri:
+            yield uri
+    except EmbeddedError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from None
+
+
+def _raise_system_exit(signum: int, _frame: FrameType | None) -> None:
+    # SIGTERM becomes a normal exit, so `finally` blocks stop the embedded server.
+    raise SystemExit(128 + signum)
+
+
+@cli.command()
+def serve(
+    host: Annotated[
+        str | None,
+        typer.Option(
+            help="Address to bind (env KINDRED_HOST, default 127.0.0.1).", show_default=False
+        ),
+    ] = None,
+    port: Annotated[
+        int | None,
+        typer.Option(help="Port to bind (env KINDRED_PORT, default 8000).", show_default=False),
+    ] = None,
+    mongodb_uri: MongoUriOption = None,
+    data_dir: DataDirOption = None,
+    database: DatabaseOption = None,
+    env: Annotated[
+        Environment | None,
+        typer.Option(
+            help="dev, or prod: no GraphQL IDE, no introspection (env KINDRED_ENV, default dev).",
+            show_default=False,
+        ),
+    ] = None,
+    log_level: Annotated[
+        LogLevel | None,
+        typer.Option(help="Log level (env KINDRED_LOG_LEVEL, default INFO).", show_default=False),
+    ] = None,
+    log_format: Annotated[
+        LogFormat | None,
+        typer.Option(
+            help="text or json log lines (env KINDRED_LOG_FORMAT, default text).",
+            show_default=False,
+        ),
+    ] = None,
+) -> None:
+    """Runs the HTTP and GraphQL service; starts the embedded database when no URI is set."""
+    from app.main import create_app
+
+    settings = load_settings(
+        host=host,
+        port=port,
+        mongodb_uri=mongodb_uri,
+        data_dir=data_dir,
+        database=database,
+        env=env,
+        log_level=log_level,
+        log_format=log_format,
+    )
+    configure_logging(settings.log_level, settings.log_format)
+    signal.signal(signal.SIGTERM, _raise_system_exit)
+    embedded: EmbeddedServer | None = None
+    try:
+        if settings.embedded:
+            embedded = EmbeddedServer(settings.data_dir, cache_size=settings.embedded_cache_size)
+            try:
+                uri = embedded.start()
+            except EmbeddedError as exc:
+                err.print(f"[red]error:[/red] {exc}")
+                raise typer.Exit(1) from None
+            settings = settings.model_copy(update={"mongodb_uri": uri})
+        app = create_app(settings)
+        config = uvicorn.Config(
+            app, host=settings.host, port=settings.port, log_config=None, lifespan="on"
+        )
+        uvicorn.Server(config).run()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if embedded is not None:
+            embedded.stop()
+
+
+@db_cli.command("status")
+def db_status(
+    mongodb_uri: MongoUriOption = None,
+    data_dir: DataDirOption = None,
+    database: DatabaseOption = None,
+) -> None:
+    """Pings the database, ensures indexes, and lists collections with their sizes."""
+    settings = load_settings(mongodb_uri=mongodb_uri, data_dir=data_dir, database=database)
+    with resolved_uri(settings) as uri:
+        rows = asyncio.run(_collection_sizes(uri, settings.database))
+    table = Table(title=f"database {settings.database}")
+    table.add_column("collection")
+    table.add_column("documents", justify="right")
+    for name, count in rows:
+        table.add_row(name, str(count))
+    out.print(table)
+
+
+async def _collection_sizes(uri: str, database: str) -> list[tuple[str, int]]:
+    client = create_client(uri)
+    try:
+        db = client[database]
+        await db.command("ping")
+        await ensure_indexes(db, index_registry())
+        names = sorted(await db.list_collection_names())
+        return [(name, await db[name].estimated_document_count()) for name in names]
+    finally:
+        await client.close()
+
+
+@cli.command()
+def version() -> None:
+    """Prints Kindred's version."""
+    out.print(__version__)
+
+
+def main() -> None:
+    """Entry point of the `kindred` console script."""
+    sys.exit(cli())

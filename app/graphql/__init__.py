@@ -1,0 +1,1 @@
+"""GraphQL schema assembly, per-request context and DataLoaders."""

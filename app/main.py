@@ -1,0 +1,152 @@
+"""The FastAPI app: `create_app(settings)` and its lifespan."""
+
+import asyncio
+import contextlib
+import logging
+import re
+import time
+import uuid
+from collections.abc import AsyncIterator
+
+from fastapi import FastAPI, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pymongo.errors import PyMongoError
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app import __version__
+from app.deps import State
+from app.errors import install_error_handlers
+from app.graphql.schema import build_router
+from app.logs import request_id_var
+from app.metrics import Metrics, MetricsMiddleware
+from app.mongo import create_client, ensure_indexes, index_registry
+from app.settings import Settings
+from app.state import KindredState
+
+log = logging.getLogger(__name__)
+
+_SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
+
+
+class RequestContextMiddleware:
+    """Gives each request an id (the caller's `X-Request-ID` if sane) and logs its outcome."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        incoming = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
+        request_id = incoming if _SAFE_REQUEST_ID.match(incoming) else uuid.uuid4().hex
+        token = request_id_var.set(request_id)
+        status = 500
+        started = time.perf_counter()
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [
+                    *message.get("headers", []),
+                    (b"x-request-id", request_id.encode()),
+                ]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            log.info(
+                "request",
+                extra={
+                    "method": scope["method"],
+                    "path": scope["path"],
+                    "status": status,
+                    "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+                },
+            )
+            request_id_var.reset(token)
+
+
+async def _prepare(state: KindredState) -> None:
+    # The app serves /healthz and a 503 /readyz while the database is not there
+    # yet, as an orchestrator expects; this loop makes it ready once it is.
+    delay = 0.1
+    while True:
+        try:
+            await state.db.command("ping")
+            await ensure_indexes(state.db, index_registry())
+        except PyMongoError as exc:
+            log.warning("database not ready; retrying", extra={"error": str(exc), "in_s": delay})
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+        else:
+            state.ready.set()
+            log.info("ready", extra={"database": state.db.name})
+            return
+
+
+def create_app(settings: Settings) -> FastAPI:
+    """Returns the Kindred HTTP app for `settings`, which must name a MongoDB URI."""
+    if settings.mongodb_uri is None:
+        raise ValueError(
+            "create_app needs settings.mongodb_uri; `kindred serve` starts the embedded "
+            "database and fills it in."
+        )
+    uri = settings.mongodb_uri
+    metrics = Metrics()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        client = create_client(uri, listeners=[metrics.db_listener])
+        state = KindredState(
+            settings=settings, client=client, db=client[settings.database], metrics=metrics
+        )
+        app.state.kindred = state
+        preparing = asyncio.create_task(_prepare(state), name="kindred-prepare")
+        try:
+            yield
+        finally:
+            preparing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await preparing
+            await client.close()
+            log.info("stopped")
+
+    app = FastAPI(
+        title="Kindred",
+        version=__version__,
+        summary="An open-source customer data platform on MongoDB.",
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+
+    @app.get("/healthz", tags=["operations"], summary="The process is alive.")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get(
+        "/readyz",
+        tags=["operations"],
+        summary="The database answers and indexes exist; 503 until then.",
+        responses={503: {"description": "Not ready yet, or the database is unreachable."}},
+    )
+    async def readyz(state: State) -> JSONResponse:
+        if not state.ready.is_set():
+            return JSONResponse({"status": "starting"}, status_code=503)
+        try:
+            await asyncio.wait_for(state.db.command("ping"), timeout=2)
+        except (PyMongoError, TimeoutError):
+            return JSONResponse({"status": "database unreachable"}, status_code=503)
+        return JSONResponse({"status": "ready"})
+
+    @app.get("/metrics", tags=["operations"], summary="Prometheus metrics.")
+    async def prometheus_metrics() -> Response:
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    app.include_router(build_router(settings), prefix="/graphql", include_in_schema=False)
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    app.add_middleware(RequestContextMiddleware)
+    return app

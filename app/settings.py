@@ -1,0 +1,63 @@
+"""Kindred's one settings class, read from `KINDRED_*` environment variables."""
+
+from enum import StrEnum
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Environment(StrEnum):
+    """Where Kindred runs; `prod` turns off the GraphQL IDE and introspection."""
+
+    DEV = "dev"
+    PROD = "prod"
+
+
+class LogFormat(StrEnum):
+    """How log lines are rendered."""
+
+    TEXT = "text"
+    JSON = "json"
+
+
+class LogLevel(StrEnum):
+    """The standard library's level names."""
+
+    DEBUG = "DEBUG"
+    INFO = "INFO"
+    WARNING = "WARNING"
+    ERROR = "ERROR"
+
+
+class Settings(BaseSettings):
+    """Every setting Kindred reads; tests build one and pass it in."""
+
+    model_config = SettingsConfigDict(env_prefix="KINDRED_", extra="ignore")
+
+    mongodb_uri: str | None = Field(
+        default=None,
+        description="MongoDB connection string. Absent: start the embedded SecantusDB server.",
+    )
+    database: str = Field(default="kindred", description="Database name.")
+    data_dir: Path = Field(
+        default=Path("./kindred-data"),
+        description="Storage directory of the embedded server (only without MONGODB_URI).",
+    )
+    host: str = Field(default="127.0.0.1", description="Address the HTTP server binds.")
+    port: int = Field(default=8000, ge=0, le=65535, description="Port the HTTP server binds.")
+    env: Environment = Field(
+        default=Environment.DEV, description="`dev` or `prod` (no GraphQL IDE, no introspection)."
+    )
+    log_level: LogLevel = Field(default=LogLevel.INFO, description="Log level.")
+    log_format: LogFormat = Field(default=LogFormat.TEXT, description="`text` or `json` logs.")
+    embedded_cache_size: str = Field(
+        default="256M",
+        pattern=r"^[0-9]+[KMG]$",
+        description="WiredTiger cache of the embedded server; bounds its memory.",
+    )
+
+    @property
+    def embedded(self) -> bool:
+        """Tells whether Kindred owns an embedded database server."""
+        return self.mongodb_uri is None

@@ -1,0 +1,1 @@
+"""Enrichment: third-party data matched through identity and merged through profiles."""

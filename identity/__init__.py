@@ -1,0 +1,1 @@
+"""Identity: normalisation and validation, the identity graph, fuzzy matching, merges."""

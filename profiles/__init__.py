@@ -1,0 +1,1 @@
+"""The profile store: time-stamped, sourced traits with history, stats and segments."""
