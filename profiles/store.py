@@ -1,9 +1,31 @@
 """The profile store: the only module of `profiles` that talks to MongoDB."""
 
-from pymongo import ASCENDING, DESCENDING, IndexModel
+import hashlib
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from pymongo import ASCENDING, DESCENDING, IndexModel, UpdateOne
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import BulkWriteError
+
+from profiles.models import (
+    Identifier,
+    Observation,
+    Profile,
+    TraitDefinition,
+    TraitType,
+    TraitValue,
+)
 
 PROFILES = "profiles"
 TRAIT_HISTORY = "trait_history"
+TRAIT_CATALOG = "trait_catalog"
+DUPLICATE_KEY = 11000
+
+Document = dict[str, Any]
 
 INDEXES = {
     PROFILES: [
@@ -18,3 +40,289 @@ INDEXES = {
         ),
     ],
 }
+
+
+def history_id(profile_id: str, observation: Observation) -> str:
+    """Returns the history row id of an observation; the same fact always gets the same id."""
+    fact = json.dumps(
+        [
+            profile_id,
+            observation.key,
+            observation.observed_at.isoformat(),
+            observation.source,
+            observation.value,
+        ],
+        sort_keys=True,
+        default=str,
+    )
+    return hashlib.sha256(fact.encode()).hexdigest()[:32]
+
+
+def _trait_doc(trait: TraitValue) -> Document:
+    return {"value": trait.value, "observed_at": trait.observed_at, "source": trait.source}
+
+
+def _trait_from_doc(doc: Mapping[str, Any]) -> TraitValue:
+    return TraitValue(doc.get("value"), doc["observed_at"], doc["source"])
+
+
+def profile_from_doc(doc: Mapping[str, Any]) -> Profile:
+    """Returns the profile a stored document describes."""
+    return Profile(
+        id=doc["_id"],
+        identifiers=[Identifier(i["kind"], i["value"]) for i in doc.get("identifiers", [])],
+        traits={k: _trait_from_doc(v) for k, v in doc.get("traits", {}).items()},
+        stats=doc.get("stats", {}),
+        computed=doc.get("computed", {}),
+        segments=list(doc.get("segments", [])),
+        consent=doc.get("consent", {}),
+        version=doc.get("version", 0),
+        created_at=doc["created_at"],
+        updated_at=doc["updated_at"],
+        merged_into=doc.get("merged_into"),
+    )
+
+
+def observation_from_doc(doc: Mapping[str, Any]) -> Observation:
+    """Returns the observation a history row records."""
+    return Observation(
+        key=doc["key"],
+        value=doc.get("value"),
+        observed_at=doc["observed_at"],
+        source=doc["source"],
+        origin=doc.get("origin", ""),
+    )
+
+
+@dataclass(frozen=True)
+class TraitUpdate:
+    """New current values for some traits of one profile, valid only at `expected_version`."""
+
+    profile_id: str
+    expected_version: int
+    changed: Mapping[str, TraitValue]
+
+
+@dataclass(frozen=True)
+class HistoryRow:
+    """A stored observation with its row id and when Kindred recorded it."""
+
+    id: str
+    profile_id: str
+    observation: Observation
+    recorded_at: datetime
+
+
+class ProfileStore:
+    """Reads and writes profiles, their trait history and the trait catalog."""
+
+    def __init__(self, db: AsyncDatabase[Document]) -> None:
+        self.profiles = db[PROFILES]
+        self.history = db[TRAIT_HISTORY]
+        self.catalog = db[TRAIT_CATALOG]
+
+    async def insert_profiles(
+        self, entries: Sequence[tuple[str, Sequence[Identifier]]], *, now: datetime
+    ) -> None:
+        """Creates empty profiles with the given ids and identifiers, in one write."""
+        if not entries:
+            return
+        await self.profiles.insert_many(
+            [
+                {
+                    "_id": profile_id,
+                    "identifiers": [{"kind": i.kind, "value": i.value} for i in identifiers],
+                    "traits": {},
+                    "stats": {},
+                    "computed": {},
+                    "segments": [],
+                    "consent": {},
+                    "version": 0,
+                    "created_at": now,
+                    "updated_at": now,
+                    "merged_into": None,
+                }
+                for profile_id, identifiers in entries
+            ],
+            ordered=False,
+        )
+
+    async def get(self, profile_id: str) -> Profile | None:
+        """Returns the profile with that id, merged-away tombstones included."""
+        doc = await self.profiles.find_one({"_id": profile_id})
+        return None if doc is None else profile_from_doc(doc)
+
+    async def get_many(self, profile_ids: Iterable[str]) -> dict[str, Profile]:
+        """Returns the profiles with those ids that exist, in one round trip."""
+        ids = list(set(profile_ids))
+        if not ids:
+            return {}
+        return {
+            doc["_id"]: profile_from_doc(doc)
+            async for doc in self.profiles.find({"_id": {"$in": ids}})
+        }
+
+    async def current_traits(
+        self, profile_ids: Iterable[str], keys: Iterable[str]
+    ) -> dict[str, tuple[int, dict[str, TraitValue]]]:
+        """Returns each existing profile's version and its current values of `keys`."""
+        projection: Document = {"version": 1}
+        projection.update({f"traits.{key}": 1 for key in keys})
+        found: dict[str, tuple[int, dict[str, TraitValue]]] = {}
+        async for doc in self.profiles.find({"_id": {"$in": list(profile_ids)}}, projection):
+            traits = {k: _trait_from_doc(v) for k, v in doc.get("traits", {}).items()}
+            found[doc["_id"]] = (doc.get("version", 0), traits)
+        return found
+
+    async def append_history(self, rows: Sequence[HistoryRow]) -> int:
+        """Appends observations to history, skipping facts already recorded; returns how many."""
+        if not rows:
+            return 0
+        docs = [
+            {
+                "_id": row.id,
+                "profile_id": row.profile_id,
+                "key": row.observation.key,
+                "value": row.observation.value,
+                "observed_at": row.observation.observed_at,
+                "source": row.observation.source,
+                "origin": row.observation.origin,
+                "recorded_at": row.recorded_at,
+            }
+            for row in rows
+        ]
+        try:
+            result = await self.history.insert_many(docs, ordered=False)
+            return len(result.inserted_ids)
+        except BulkWriteError as exc:
+            errors = exc.details.get("writeErrors", [])
+            if any(e.get("code") != DUPLICATE_KEY for e in errors):
+                raise
+            return int(exc.details.get("nInserted", 0))
+
+    async def update_traits(self, updates: Sequence[TraitUpdate], *, now: datetime) -> bool:
+        """Writes the updates in one bulk write; returns False if any profile moved on meanwhile."""
+        if not updates:
+            return True
+        requests = []
+        for update in updates:
+            fields: Document = {f"traits.{k}": _trait_doc(v) for k, v in update.changed.items()}
+            fields["updated_at"] = now
+            requests.append(
+                UpdateOne(
+                    {"_id": update.profile_id, "version": update.expected_version},
+                    {"$set": fields, "$inc": {"version": 1}},
+                )
+            )
+        result = await self.profiles.bulk_write(requests, ordered=False)
+        return result.matched_count == len(requests)
+
+    async def history_for(
+        self,
+        profile_id: str,
+        *,
+        key: str | None = None,
+        observed_until: datetime | None = None,
+        recorded_until: datetime | None = None,
+    ) -> list[Observation]:
+        """Returns a profile's recorded observations, optionally of one key or up to an instant."""
+        query: Document = {"profile_id": profile_id}
+        if key is not None:
+            query["key"] = key
+        if observed_until is not None:
+            query["observed_at"] = {"$lte": observed_until}
+        if recorded_until is not None:
+            query["recorded_at"] = {"$lte": recorded_until}
+        return [observation_from_doc(doc) async for doc in self.history.find(query)]
+
+    async def history_page(
+        self, profile_id: str, key: str, *, first: int, after: tuple[datetime, str] | None
+    ) -> list[HistoryRow]:
+        """Returns up to `first` observations of one trait, newest first, after a cursor."""
+        query: Document = {"profile_id": profile_id, "key": key}
+        if after is not None:
+            at, row_id = after
+            query["$or"] = [
+                {"observed_at": {"$lt": at}},
+                {"observed_at": at, "_id": {"$lt": row_id}},
+            ]
+        cursor = self.history.find(query).sort([("observed_at", -1), ("_id", -1)]).limit(first)
+        return [
+            HistoryRow(doc["_id"], doc["profile_id"], observation_from_doc(doc), doc["recorded_at"])
+            async for doc in cursor
+        ]
+
+    async def page(
+        self,
+        *,
+        first: int,
+        after: str | None,
+        segment: str | None = None,
+        has_trait: str | None = None,
+        trait_keys: Sequence[str] | None = None,
+    ) -> list[Profile]:
+        """Returns up to `first` live profiles in id order after a cursor id.
+
+        With `trait_keys`, only those traits are read, which keeps wide pages cheap.
+        """
+        query: Document = {"merged_into": None}
+        if after is not None:
+            query["_id"] = {"$gt": after}
+        if segment is not None:
+            query["segments"] = segment
+        if has_trait is not None:
+            query[f"traits.{has_trait}"] = {"$exists": True}
+        projection: Document | None = None
+        if trait_keys is not None:
+            projection = {
+                name: 1
+                for name in (
+                    "identifiers",
+                    "stats",
+                    "computed",
+                    "segments",
+                    "consent",
+                    "version",
+                    "created_at",
+                    "updated_at",
+                    "merged_into",
+                )
+            }
+            projection.update({f"traits.{k}": 1 for k in trait_keys})
+        cursor = self.profiles.find(query, projection).sort("_id", 1).limit(first)
+        return [profile_from_doc(doc) async for doc in cursor]
+
+    async def catalog_entries(
+        self, keys: Iterable[str] | None = None
+    ) -> dict[str, TraitDefinition]:
+        """Returns the catalog's declarations, of the given keys or all of them."""
+        query: Document = {} if keys is None else {"_id": {"$in": list(set(keys))}}
+        return {
+            doc["_id"]: TraitDefinition(
+                key=doc["_id"],
+                type=TraitType(doc["type"]),
+                description=doc.get("description", ""),
+                pii=bool(doc.get("pii", False)),
+                precedence=tuple(doc["precedence"]) if doc.get("precedence") else None,
+            )
+            async for doc in self.catalog.find(query).sort("_id", 1)
+        }
+
+    async def put_catalog_entry(self, definition: TraitDefinition, *, now: datetime) -> None:
+        """Creates or replaces the declaration of one trait."""
+        await self.catalog.replace_one(
+            {"_id": definition.key},
+            {
+                "type": definition.type.value,
+                "description": definition.description,
+                "pii": definition.pii,
+                "precedence": list(definition.precedence) if definition.precedence else None,
+                "updated_at": now,
+            },
+            upsert=True,
+        )
+
+    async def delete_catalog_entry(self, key: str) -> bool:
+        """Removes one declaration; returns whether it existed."""
+        result = await self.catalog.delete_one({"_id": key})
+        return result.deleted_count == 1
