@@ -4,21 +4,36 @@ import asyncio
 import contextlib
 import signal
 import sys
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
+from datetime import datetime
 from pathlib import Path
 from types import FrameType
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import typer
 import uvicorn
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import PyMongoError
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from app import __version__
+from app.auth import (
+    ALLOWED_SCOPES,
+    InvalidKeyInput,
+    KeyStore,
+    Scope,
+    ensure_dev_admin_key,
+    validated_name,
+    validated_scopes,
+)
 from app.embedded import EmbeddedError, EmbeddedServer, database_uri
 from app.logs import configure_logging
-from app.mongo import create_client, ensure_indexes, index_registry
+from app.mongo import Document, create_client, ensure_indexes, index_registry
 from app.settings import Environment, LogFormat, LogLevel, Settings
+
+T = TypeVar("T")
 
 cli = typer.Typer(
     name="kindred",
@@ -30,6 +45,11 @@ cli = typer.Typer(
 )
 db_cli = typer.Typer(help="Inspect the database Kindred uses.", no_args_is_help=True)
 cli.add_typer(db_cli, name="db")
+keys_cli = typer.Typer(
+    help="Create, list and revoke API keys. Kindred stores only a hash of each secret.",
+    no_args_is_help=True,
+)
+cli.add_typer(keys_cli, name="keys")
 
 err = Console(stderr=True, soft_wrap=True)
 out = Console()
@@ -145,6 +165,8 @@ def serve(
                 err.print(f"[red]error:[/red] {exc}")
                 raise typer.Exit(1) from None
             settings = settings.model_copy(update={"mongodb_uri": uri})
+        if settings.env is Environment.DEV and settings.mongodb_uri is not None:
+            _announce_dev_admin_key(settings.mongodb_uri, settings.database)
         app = create_app(settings)
         config = uvicorn.Config(
             app, host=settings.host, port=settings.port, log_config=None, lifespan="on"
@@ -155,6 +177,23 @@ def serve(
     finally:
         if embedded is not None:
             embedded.stop()
+
+
+def _announce_dev_admin_key(uri: str, database: str) -> None:
+    # A fresh dev database would otherwise have no key that can call the API.
+    try:
+        secret = asyncio.run(_with_database(uri, database, ensure_dev_admin_key))
+    except PyMongoError as exc:
+        reason = escape(str(exc))
+        err.print(f"[yellow]warning:[/yellow] could not check for an admin API key: {reason}")
+        return
+    if secret is None:
+        return
+    err.print(
+        "No admin API key existed, so Kindred created one named local-admin (dev only). "
+        "It is shown once; keep it, and send it as `Authorization: Bearer <key>`:"
+    )
+    err.print(secret, markup=False, highlight=False)
 
 
 @db_cli.command("status")
@@ -185,6 +224,118 @@ async def _collection_sizes(uri: str, database: str) -> list[tuple[str, int]]:
         return [(name, await db[name].estimated_document_count()) for name in names]
     finally:
         await client.close()
+
+
+async def _with_database(
+    uri: str, database: str, work: Callable[[AsyncDatabase[Document]], Awaitable[T]]
+) -> T:
+    """Returns what `work` returns on the database, with its indexes ensured first."""
+    client = create_client(uri)
+    try:
+        db = client[database]
+        await ensure_indexes(db, index_registry())
+        return await work(db)
+    finally:
+        await client.close()
+
+
+def _on_database(settings: Settings, work: Callable[[AsyncDatabase[Document]], Awaitable[T]]) -> T:
+    """Runs `work` on the configured database; a database failure exits 1 with its message."""
+    with resolved_uri(settings) as uri:
+        try:
+            return asyncio.run(_with_database(uri, settings.database, work))
+        except PyMongoError as exc:
+            err.print(f"[red]error:[/red] database: {escape(str(exc))}")
+            raise typer.Exit(1) from None
+
+
+def _when(at: datetime | None) -> str:
+    return "" if at is None else at.strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+@keys_cli.command("create")
+def keys_create(
+    name: Annotated[
+        str,
+        typer.Option(
+            "--name", help="A name that says who or what uses the key (1 to 100 characters)."
+        ),
+    ],
+    scope: Annotated[
+        list[Scope],
+        typer.Option(
+            "--scope",
+            help=f"A scope the key grants; repeat for several. One of: {ALLOWED_SCOPES} "
+            "(admin implies the others).",
+            show_default=False,
+        ),
+    ],
+    mongodb_uri: MongoUriOption = None,
+    data_dir: DataDirOption = None,
+    database: DatabaseOption = None,
+) -> None:
+    """Creates an API key and prints its secret, the last line, once."""
+    settings = load_settings(mongodb_uri=mongodb_uri, data_dir=data_dir, database=database)
+    # Checked before any database work, so a typo fails at once.
+    try:
+        validated_name(name)
+        validated_scopes(scope)
+    except InvalidKeyInput as exc:
+        err.print(f"[red]error:[/red] {escape(exc.message)}")
+        raise typer.Exit(2) from None
+    key, secret = _on_database(settings, lambda db: KeyStore(db).create(name=name, scopes=scope))
+    out.print(
+        f"Created API key {key.id} ({escape(key.name)}) with scopes: "
+        f"{', '.join(sorted(key.scopes))}"
+    )
+    out.print("Its secret follows. Store it now: it will not be shown again.")
+    out.print(secret, markup=False, highlight=False, soft_wrap=True)
+
+
+@keys_cli.command("list")
+def keys_list(
+    mongodb_uri: MongoUriOption = None,
+    data_dir: DataDirOption = None,
+    database: DatabaseOption = None,
+) -> None:
+    """Lists API keys with their scopes and dates; never secrets."""
+    settings = load_settings(mongodb_uri=mongodb_uri, data_dir=data_dir, database=database)
+    keys = _on_database(settings, lambda db: KeyStore(db).list())
+    table = Table(title=f"API keys in {escape(settings.database)}")
+    table.add_column("id", no_wrap=True)
+    table.add_column("name")
+    table.add_column("scopes")
+    table.add_column("created")
+    table.add_column("revoked")
+    for key in keys:
+        table.add_row(
+            key.id,
+            escape(key.name),
+            ", ".join(sorted(key.scopes)),
+            _when(key.created_at),
+            _when(key.revoked_at),
+        )
+    out.print(table)
+
+
+@keys_cli.command("revoke")
+def keys_revoke(
+    key_id: Annotated[
+        str, typer.Argument(help="The id of the key to revoke, as `kindred keys list` shows it.")
+    ],
+    mongodb_uri: MongoUriOption = None,
+    data_dir: DataDirOption = None,
+    database: DatabaseOption = None,
+) -> None:
+    """Revokes an API key; a running service refuses it within 30 seconds."""
+    settings = load_settings(mongodb_uri=mongodb_uri, data_dir=data_dir, database=database)
+    if not _on_database(settings, lambda db: KeyStore(db).revoke(key_id)):
+        err.print(f"[red]error:[/red] no API key has the id {escape(key_id)}.")
+        raise typer.Exit(1)
+    out.print(
+        f"Revoked {escape(key_id)}. Running services refuse it within 30 seconds, "
+        "as they cache keys that long."
+    )
 
 
 @cli.command()

@@ -28,7 +28,9 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(KindredError)
     async def kindred_error(_: Request, exc: KindredError) -> JSONResponse:
-        return JSONResponse(error_body(exc.code, exc.message), status_code=exc.status)
+        return JSONResponse(
+            error_body(exc.code, exc.message), status_code=exc.status, headers=exc.headers
+        )
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:

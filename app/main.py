@@ -15,12 +15,14 @@ from pymongo.errors import PyMongoError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app import __version__
+from app.auth import Authenticator, KeyStore
 from app.deps import State
 from app.errors import install_error_handlers
 from app.graphql.schema import build_router
 from app.logs import request_id_var
 from app.metrics import Metrics, MetricsMiddleware
 from app.mongo import create_client, ensure_indexes, index_registry
+from app.reads import router as reads_router
 from app.settings import Settings
 from app.state import KindredState
 
@@ -101,8 +103,13 @@ def create_app(settings: Settings) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         client = create_client(uri, listeners=[metrics.db_listener])
+        db = client[settings.database]
         state = KindredState(
-            settings=settings, client=client, db=client[settings.database], metrics=metrics
+            settings=settings,
+            client=client,
+            db=db,
+            metrics=metrics,
+            authenticator=Authenticator(KeyStore(db)),
         )
         app.state.kindred = state
         preparing = asyncio.create_task(_prepare(state), name="kindred-prepare")
@@ -146,6 +153,7 @@ def create_app(settings: Settings) -> FastAPI:
     async def prometheus_metrics() -> Response:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
+    app.include_router(reads_router)
     app.include_router(build_router(settings), prefix="/graphql", include_in_schema=False)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     app.add_middleware(RequestContextMiddleware)

@@ -20,9 +20,11 @@ def index_registry() -> list[IndexDeclarations]:
     Each domain package declares `INDEXES` in its store module; adding a package
     here is the only step needed for its indexes to exist everywhere.
     """
+    from app import auth
+    from identity import store as identity_store
     from profiles import store as profile_store
 
-    return [profile_store.INDEXES]
+    return [profile_store.INDEXES, identity_store.INDEXES, auth.INDEXES]
 
 
 def create_client(

@@ -51,6 +51,18 @@ class Settings(BaseSettings):
     )
     log_level: LogLevel = Field(default=LogLevel.INFO, description="Log level.")
     log_format: LogFormat = Field(default=LogFormat.TEXT, description="`text` or `json` logs.")
+    source_precedence: list[str] = Field(
+        default=["admin", "*", "enrichment:*"],
+        description="Source patterns, highest precedence first (JSON list); the trait "
+        "catalog can override it per trait.",
+    )
+    graphql_max_page: int = Field(default=500, ge=1, le=10_000, description="Largest `first:`.")
+    graphql_max_depth: int = Field(default=12, ge=2, description="Deepest GraphQL query.")
+    graphql_max_aliases: int = Field(default=100, ge=1, description="Most aliases per query.")
+    graphql_max_tokens: int = Field(default=5_000, ge=100, description="Longest GraphQL query.")
+    read_cache_seconds: int = Field(
+        default=60, ge=0, description="Cache-Control max-age of the REST profile read."
+    )
     embedded_cache_size: str = Field(
         default="256M",
         pattern=r"^[0-9]+[KMG]$",

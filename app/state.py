@@ -1,4 +1,4 @@
-"""What the app holds for its lifetime: settings, the database handle, metrics, readiness."""
+"""What the app holds for its lifetime: settings, the database, metrics, auth, readiness."""
 
 import asyncio
 from dataclasses import dataclass, field
@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 
+from app.auth import Authenticator
 from app.metrics import Metrics
 from app.mongo import Document
 from app.settings import Settings
@@ -19,4 +20,5 @@ class KindredState:
     client: AsyncMongoClient[Document]
     db: AsyncDatabase[Document]
     metrics: Metrics
+    authenticator: Authenticator
     ready: asyncio.Event = field(default_factory=asyncio.Event)

@@ -1,6 +1,8 @@
 """Kindred's error base, shared by every domain package, and the profile store's errors."""
 
+from collections.abc import Mapping
 from http import HTTPStatus
+from typing import ClassVar
 
 
 class KindredError(Exception):
@@ -8,6 +10,8 @@ class KindredError(Exception):
 
     code = "error"
     status = HTTPStatus.INTERNAL_SERVER_ERROR
+    # Response headers a failure implies, as a 401 implies `WWW-Authenticate`.
+    headers: ClassVar[Mapping[str, str] | None] = None
 
     def __init__(self, message: str, *, status: HTTPStatus | None = None) -> None:
         super().__init__(message)

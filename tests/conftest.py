@@ -153,3 +153,13 @@ def live_server(settings: Settings, db: AsyncDatabase[Document]) -> Iterator[Liv
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture
+async def admin_headers(db: AsyncDatabase[Document]) -> dict[str, str]:
+    """Request headers that authenticate with a fresh admin key in the test database."""
+    # Imported here so this fixture stays one appended block.
+    from app.auth import KeyStore, Scope
+
+    _, secret = await KeyStore(db).create(name="test-admin", scopes=[Scope.ADMIN])
+    return {"authorization": f"Bearer {secret}"}

@@ -2,18 +2,74 @@
 
 import asyncio
 from collections.abc import Callable
+from datetime import datetime
 from enum import Enum
+from typing import Any
 
 import strawberry
+from graphql import GraphQLError
 from pymongo.errors import PyMongoError
-from strawberry.extensions import DisableIntrospection, SchemaExtension
+from strawberry.extensions import (
+    DisableIntrospection,
+    MaskErrors,
+    MaxAliasesLimiter,
+    MaxTokensLimiter,
+    QueryDepthLimiter,
+    SchemaExtension,
+)
 from strawberry.fastapi import GraphQLRouter
+from strawberry.permission import BasePermission
 from strawberry.schema.config import StrawberryConfig
 from strawberry.types import Info
+from strawberry.types.nodes import SelectedField, Selection
 
 from app import __version__
+from app.auth import Scope
 from app.graphql.context import Context, get_context
 from app.settings import Environment, Settings
+from identity.errors import InvalidIdentifier
+from identity.normalize import identity_key
+from profiles import traits as trait_rules
+from profiles.errors import KindredError
+from profiles.errors import ProfileNotFound as ProfileNotFoundError
+from profiles.graphql import (
+    DefineTraitResult,
+    IdentityInput,
+    InvalidInput,
+    InvalidPageSize,
+    PageInfo,
+    ProfileConnection,
+    ProfileEdge,
+    ProfileFilter,
+    ProfileNotFound,
+    ProfileResult,
+    ProfileType,
+    TraitDefinitionInput,
+    TraitDefinitionType,
+    decode_cursor,
+    encode_cursor,
+)
+from profiles.models import Profile
+from profiles.service import MAX_MERGE_CHAIN
+
+
+def needs(scope: Scope) -> type[BasePermission]:
+    """Returns a permission class that admits keys holding `scope` (admin holds all)."""
+
+    class HasScope(BasePermission):
+        message = f"this API key lacks the {scope.value} scope"
+        error_extensions = {"code": "forbidden"}
+
+        def has_permission(self, source: Any, info: Info[Context, None], **kwargs: Any) -> bool:
+            key = info.context.api_key
+            return key is not None and key.allows(scope)
+
+    HasScope.__name__ = f"Has_{scope.name}"
+    return HasScope
+
+
+READ = [needs(Scope.PROFILES_READ)]
+ADMIN = [needs(Scope.ADMIN)]
 
 
 @strawberry.enum
@@ -30,6 +86,42 @@ class Health:
 
     ready: bool
     database: DatabaseStatus
+
+
+async def _follow_merges(context: Context, profile_id: str) -> Profile | None:
+    # Old ids keep working after a merge: follow `merged_into` to the survivor.
+    profile = await context.profile_by_id.load(profile_id)
+    for _ in range(MAX_MERGE_CHAIN):
+        if profile is None or profile.merged_into is None:
+            return profile
+        profile = await context.profile_by_id.load(profile.merged_into)
+    return profile
+
+
+def _projected_trait_keys(info: Info[Context, None]) -> list[str] | None:
+    """Returns the trait keys a `profiles` page selects, or None if it may need them all."""
+    keys: list[str] = []
+
+    def walk(selections: list[Selection], path: tuple[str, ...]) -> bool:
+        for selection in selections:
+            if not isinstance(selection, SelectedField):
+                return False  # fragments: do not guess
+            here = (*path, selection.name)
+            if here == ("edges", "node", "traits"):
+                wanted = selection.arguments.get("keys")
+                if wanted is None:
+                    return False
+                keys.extend(wanted)
+            elif here == ("edges", "node", "trait"):
+                keys.append(selection.arguments["key"])
+            elif len(here) < 3 and not walk(selection.selections, here):
+                return False
+        return True
+
+    root = info.selected_fields[0]
+    if not walk(root.selections, ()):
+        return None
+    return [trait_rules.check_key(k) for k in keys]
 
 
 @strawberry.type
@@ -50,16 +142,141 @@ class Query:
             database = DatabaseStatus.UNREACHABLE
         return Health(ready=state.ready.is_set(), database=database)
 
+    @strawberry.field(
+        permission_classes=READ,
+        description="One profile by id or by identifier; `asOf` rebuilds it as known then.",
+    )
+    async def profile(
+        self,
+        info: Info[Context, None],
+        id: strawberry.ID | None = None,
+        identity: IdentityInput | None = None,
+        as_of: datetime | None = None,
+    ) -> ProfileResult:
+        context = info.context
+        if (id is None) == (identity is None):
+            return InvalidInput(field="id", message="give exactly one of `id` or `identity`")
+        if identity is not None:
+            try:
+                key = identity_key(identity.kind, identity.value)
+            except InvalidIdentifier as exc:
+                return InvalidInput(field="identity", message=exc.message)
+            owner = await context.profile_id_by_identity.load(key)
+            if owner is None:
+                return ProfileNotFound(
+                    message=f"no profile has {identity.kind} {key[len(identity.kind) + 1 :]!r}"
+                )
+            profile_id = owner
+        else:
+            profile_id = str(id)
+        profile = await _follow_merges(context, profile_id)
+        if profile is None:
+            return ProfileNotFound(message=f"no profile with id {profile_id!r}")
+        if as_of is not None:
+            try:
+                profile = await context.profile_service.profile_as_of(profile.id, as_of)
+            except ProfileNotFoundError as exc:
+                return ProfileNotFound(message=exc.message)
+        return ProfileType.of(profile)
+
+    @strawberry.field(
+        permission_classes=READ,
+        description="Live profiles in id order, a page at a time (Relay-style cursors).",
+    )
+    async def profiles(
+        self,
+        info: Info[Context, None],
+        filter: ProfileFilter | None = None,
+        first: int = 50,
+        after: str | None = None,
+    ) -> ProfileConnection:
+        limit = info.context.state.settings.graphql_max_page
+        if not 1 <= first <= limit:
+            raise InvalidPageSize(f"first must be between 1 and {limit}")
+        after_id = decode_cursor(after, parts=1)[0] if after is not None else None
+        has_trait = filter.has_trait if filter else None
+        if has_trait is not None:
+            trait_rules.check_key(has_trait)
+        found = await info.context.profile_service.store.page(
+            first=first + 1,
+            after=after_id,
+            segment=filter.segment if filter else None,
+            has_trait=has_trait,
+            trait_keys=_projected_trait_keys(info),
+        )
+        edges = [ProfileEdge(cursor=encode_cursor(p.id), node=ProfileType.of(p)) for p in found]
+        edges = edges[:first]
+        return ProfileConnection(
+            edges=edges,
+            page_info=PageInfo(
+                has_next_page=len(found) > first, end_cursor=edges[-1].cursor if edges else None
+            ),
+        )
+
+    @strawberry.field(permission_classes=READ, description="The declared traits.")
+    async def trait_catalog(self, info: Info[Context, None]) -> list[TraitDefinitionType]:
+        entries = await info.context.profile_service.store.catalog_entries()
+        return [TraitDefinitionType.of(d) for d in entries.values()]
+
+
+@strawberry.type
+class Mutation:
+    """Changes for admins."""
+
+    @strawberry.mutation(permission_classes=ADMIN, description="Declares or updates a trait.")
+    async def define_trait(
+        self, info: Info[Context, None], input: TraitDefinitionInput
+    ) -> DefineTraitResult:
+        try:
+            definition = await info.context.profile_service.define_trait(input.to_definition())
+        except KindredError as exc:
+            return InvalidInput(field="input", message=exc.message)
+        return TraitDefinitionType.of(definition)
+
+    @strawberry.mutation(
+        permission_classes=ADMIN, description="Removes a trait's declaration; values stay."
+    )
+    async def remove_trait(self, info: Info[Context, None], key: str) -> bool:
+        return await info.context.profile_service.store.delete_catalog_entry(
+            trait_rules.check_key(key)
+        )
+
+
+class KindredErrorCodes(SchemaExtension):
+    """Adds `extensions.code` to errors that Kindred raised on purpose."""
+
+    def on_operation(self) -> Any:
+        yield
+        result = self.execution_context.result
+        for error in getattr(result, "errors", None) or []:
+            original = error.original_error
+            if isinstance(original, KindredError):
+                error.extensions = {**(error.extensions or {}), "code": original.code}
+
+
+def _should_mask(error: GraphQLError) -> bool:
+    # Expected failures carry a message meant for the caller; anything else is a bug.
+    original = error.original_error
+    return original is not None and not isinstance(original, KindredError)
+
 
 def build_schema(settings: Settings) -> strawberry.Schema:
-    """Returns the schema with the extensions the environment calls for."""
-    extensions: list[type[SchemaExtension] | Callable[[], SchemaExtension]] = []
-    if settings.env is Environment.PROD:
+    """Returns the schema with the limits and the environment's extensions."""
+    extensions: list[type[SchemaExtension] | Callable[[], SchemaExtension]] = [
+        KindredErrorCodes,
+        lambda: QueryDepthLimiter(max_depth=settings.graphql_max_depth),
+        lambda: MaxAliasesLimiter(max_alias_count=settings.graphql_max_aliases),
+        lambda: MaxTokensLimiter(max_token_count=settings.graphql_max_tokens),
+    ]
+    prod = settings.env is Environment.PROD
+    if prod:
         extensions.append(DisableIntrospection)
+        extensions.append(lambda: MaskErrors(should_mask_error=_should_mask))
     return strawberry.Schema(
         query=Query,
+        mutation=Mutation,
         extensions=extensions,
-        config=StrawberryConfig(auto_camel_case=True),
+        config=StrawberryConfig(auto_camel_case=True, disable_field_suggestions=prod),
     )
 
 
@@ -69,6 +286,7 @@ def build_router(settings: Settings) -> GraphQLRouter[Context, None]:
         build_schema(settings),
         context_getter=get_context,
         graphql_ide="graphiql" if settings.env is Environment.DEV else None,
-        # Queries over GET could be triggered cross-site; POST only.
+        # Queries over GET could be triggered cross-site; POST only, so a
+        # mutation can never ride on a link.
         allow_queries_via_get=False,
     )

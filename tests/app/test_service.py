@@ -57,18 +57,22 @@ async def test_metrics_count_requests_by_route_and_time_database_commands(
     assert 'kindred_db_operation_duration_seconds_count{command="ping",outcome="ok"}' in text
 
 
-async def test_graphql_reports_version_and_health(client: httpx.AsyncClient) -> None:
+async def test_graphql_reports_version_and_health(
+    client: httpx.AsyncClient, admin_headers: dict[str, str]
+) -> None:
     query = "{ version health { ready database } }"
-    response = await client.post("/graphql", json={"query": query})
+    response = await client.post("/graphql", json={"query": query}, headers=admin_headers)
     assert response.json() == {
         "data": {"version": __version__, "health": {"ready": True, "database": "OK"}}
     }
 
 
-async def test_graphql_ide_and_introspection_are_on_in_dev(client: httpx.AsyncClient) -> None:
+async def test_graphql_ide_and_introspection_are_on_in_dev(
+    client: httpx.AsyncClient, admin_headers: dict[str, str]
+) -> None:
     ide = await client.get("/graphql", headers={"accept": "text/html"})
     introspection = await client.post(
-        "/graphql", json={"query": "{ __schema { queryType { name } } }"}
+        "/graphql", json={"query": "{ __schema { queryType { name } } }"}, headers=admin_headers
     )
     assert ide.status_code == 200
     assert "graphiql" in ide.text.lower()
@@ -76,10 +80,10 @@ async def test_graphql_ide_and_introspection_are_on_in_dev(client: httpx.AsyncCl
 
 
 async def test_prod_turns_off_the_graphql_ide_and_introspection(
-    app_factory: AppFactory, mongodb_uri: str, database_name: str
+    app_factory: AppFactory, mongodb_uri: str, database_name: str, admin_headers: dict[str, str]
 ) -> None:
     settings = make_settings(mongodb_uri, database_name, env="prod")
-    async with app_factory(settings) as app, http_client(app) as client:
+    async with app_factory(settings) as app, http_client(app, headers=admin_headers) as client:
         ide = await client.get("/graphql", headers={"accept": "text/html"})
         introspection = await client.post(
             "/graphql", json={"query": "{ __schema { queryType { name } } }"}
