@@ -32,6 +32,10 @@ from app.embedded import EmbeddedError, EmbeddedServer, database_uri
 from app.logs import configure_logging
 from app.mongo import Document, create_client, ensure_indexes, index_registry
 from app.settings import Environment, LogFormat, LogLevel, Settings
+from profiles.errors import KindredError
+from profiles.models import TraitDefinition, TraitType
+from profiles.service import ProfileService
+from profiles.store import ProfileStore
 
 T = TypeVar("T")
 
@@ -50,6 +54,10 @@ keys_cli = typer.Typer(
     no_args_is_help=True,
 )
 cli.add_typer(keys_cli, name="keys")
+traits_cli = typer.Typer(
+    help="Declare known traits: type, meaning, PII, precedence.", no_args_is_help=True
+)
+cli.add_typer(traits_cli, name="traits")
 
 err = Console(stderr=True, soft_wrap=True)
 out = Console()
@@ -204,8 +212,7 @@ def db_status(
 ) -> None:
     """Pings the database, ensures indexes, and lists collections with their sizes."""
     settings = load_settings(mongodb_uri=mongodb_uri, data_dir=data_dir, database=database)
-    with resolved_uri(settings) as uri:
-        rows = asyncio.run(_collection_sizes(uri, settings.database))
+    rows = _on_database(settings, _collection_sizes)
     table = Table(title=f"database {settings.database}")
     table.add_column("collection")
     table.add_column("documents", justify="right")
@@ -214,16 +221,9 @@ def db_status(
     out.print(table)
 
 
-async def _collection_sizes(uri: str, database: str) -> list[tuple[str, int]]:
-    client = create_client(uri)
-    try:
-        db = client[database]
-        await db.command("ping")
-        await ensure_indexes(db, index_registry())
-        names = sorted(await db.list_collection_names())
-        return [(name, await db[name].estimated_document_count()) for name in names]
-    finally:
-        await client.close()
+async def _collection_sizes(db: AsyncDatabase[Document]) -> list[tuple[str, int]]:
+    names = sorted(await db.list_collection_names())
+    return [(name, await db[name].estimated_document_count()) for name in names]
 
 
 async def _with_database(
@@ -336,6 +336,85 @@ def keys_revoke(
         f"Revoked {escape(key_id)}. Running services refuse it within 30 seconds, "
         "as they cache keys that long."
     )
+
+
+@traits_cli.command("define")
+def traits_define(
+    key: Annotated[str, typer.Argument(help="The trait key, e.g. `age` or `company_size`.")],
+    type_: Annotated[
+        TraitType,
+        typer.Option("--type", help="The declared type; values are coerced to it on write."),
+    ],
+    description: Annotated[str, typer.Option(help="What the trait means.")] = "",
+    pii: Annotated[
+        bool, typer.Option("--pii/--no-pii", help="Whether the trait is personal data.")
+    ] = False,
+    precedence: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--precedence",
+            help="A source pattern (`crm`, `enrichment:*`, `*`), highest first; repeat for "
+            "several. Overrides the global ranking for this trait.",
+            show_default=False,
+        ),
+    ] = None,
+    mongodb_uri: MongoUriOption = None,
+    data_dir: DataDirOption = None,
+    database: DatabaseOption = None,
+) -> None:
+    """Declares a trait in the catalog, or updates its declaration."""
+    settings = load_settings(mongodb_uri=mongodb_uri, data_dir=data_dir, database=database)
+    definition = TraitDefinition(
+        key=key,
+        type=type_,
+        description=description,
+        pii=pii,
+        precedence=tuple(precedence) if precedence else None,
+    )
+    try:
+        _on_database(settings, lambda db: ProfileService(ProfileStore(db)).define_trait(definition))
+    except KindredError as exc:
+        err.print(f"[red]error:[/red] {escape(exc.message)}")
+        raise typer.Exit(2) from None
+    out.print(f"Declared {escape(key)} as {type_.value}.")
+
+
+@traits_cli.command("list")
+def traits_list(
+    mongodb_uri: MongoUriOption = None,
+    data_dir: DataDirOption = None,
+    database: DatabaseOption = None,
+) -> None:
+    """Lists the declared traits."""
+    settings = load_settings(mongodb_uri=mongodb_uri, data_dir=data_dir, database=database)
+    entries = _on_database(settings, lambda db: ProfileStore(db).catalog_entries())
+    table = Table(title="trait catalog")
+    for column in ("key", "type", "pii", "precedence", "description"):
+        table.add_column(column)
+    for d in entries.values():
+        table.add_row(
+            d.key,
+            d.type.value,
+            "yes" if d.pii else "",
+            escape(", ".join(d.precedence or ())),
+            escape(d.description),
+        )
+    out.print(table)
+
+
+@traits_cli.command("remove")
+def traits_remove(
+    key: Annotated[str, typer.Argument(help="The trait key whose declaration to remove.")],
+    mongodb_uri: MongoUriOption = None,
+    data_dir: DataDirOption = None,
+    database: DatabaseOption = None,
+) -> None:
+    """Removes a trait's declaration; stored values and history stay."""
+    settings = load_settings(mongodb_uri=mongodb_uri, data_dir=data_dir, database=database)
+    if not _on_database(settings, lambda db: ProfileStore(db).delete_catalog_entry(key)):
+        err.print(f"[red]error:[/red] no declared trait is named {escape(key)}.")
+        raise typer.Exit(1)
+    out.print(f"Removed the declaration of {escape(key)}.")
 
 
 @cli.command()

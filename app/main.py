@@ -15,7 +15,6 @@ from pymongo.errors import PyMongoError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app import __version__
-from app.auth import Authenticator, KeyStore
 from app.deps import State
 from app.errors import install_error_handlers
 from app.graphql.schema import build_router
@@ -103,14 +102,7 @@ def create_app(settings: Settings) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         client = create_client(uri, listeners=[metrics.db_listener])
-        db = client[settings.database]
-        state = KindredState(
-            settings=settings,
-            client=client,
-            db=db,
-            metrics=metrics,
-            authenticator=Authenticator(KeyStore(db)),
-        )
+        state = KindredState.build(settings, client, metrics)
         app.state.kindred = state
         preparing = asyncio.create_task(_prepare(state), name="kindred-prepare")
         try:

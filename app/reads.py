@@ -9,13 +9,9 @@ from fastapi import APIRouter, Query, Request, Response
 from app.auth import ProfilesReadKey
 from app.deps import State
 from identity.normalize import identity_key
-from identity.store import IdentityStore
 from profiles import traits as trait_rules
 from profiles.errors import ProfileNotFound
 from profiles.graphql import to_json
-from profiles.service import ProfileService
-from profiles.store import ProfileStore
-from profiles.traits import Precedence
 
 router = APIRouter(prefix="/v1/profiles", tags=["profiles"])
 
@@ -45,13 +41,10 @@ async def read_profile(
     keys = None
     if fields is not None:
         keys = [trait_rules.check_key(f.strip()) for f in fields.split(",") if f.strip()]
-    owner = (await IdentityStore(state.db).owners([identity_key(kind, value)])).values()
+    owner = (await state.identities.owners([identity_key(kind, value)])).values()
     if not owner:
         raise ProfileNotFound(f"no profile has that {kind}")
-    service = ProfileService(
-        ProfileStore(state.db), precedence=Precedence(tuple(state.settings.source_precedence))
-    )
-    profile = await service.get(next(iter(owner)))
+    profile = await state.profiles.get(next(iter(owner)))
     traits = profile.traits
     body: dict[str, Any] = {"id": profile.id}
     wanted = keys if keys is not None else list(traits)

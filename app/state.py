@@ -6,10 +6,14 @@ from dataclasses import dataclass, field
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 
-from app.auth import Authenticator
+from app.auth import Authenticator, KeyStore
 from app.metrics import Metrics
 from app.mongo import Document
 from app.settings import Settings
+from identity.store import IdentityStore
+from profiles.service import ProfileService
+from profiles.store import ProfileStore
+from profiles.traits import Precedence
 
 
 @dataclass
@@ -21,4 +25,23 @@ class KindredState:
     db: AsyncDatabase[Document]
     metrics: Metrics
     authenticator: Authenticator
+    profiles: ProfileService
+    identities: IdentityStore
     ready: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @classmethod
+    def build(
+        cls, settings: Settings, client: AsyncMongoClient[Document], metrics: Metrics
+    ) -> "KindredState":
+        """Returns the state with every service built on the settings' database."""
+        db = client[settings.database]
+        precedence = Precedence(tuple(settings.source_precedence))
+        return cls(
+            settings=settings,
+            client=client,
+            db=db,
+            metrics=metrics,
+            authenticator=Authenticator(KeyStore(db)),
+            profiles=ProfileService(ProfileStore(db), precedence=precedence),
+            identities=IdentityStore(db),
+        )

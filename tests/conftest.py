@@ -12,6 +12,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractAsyncContextManager
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -25,6 +26,7 @@ from app.embedded import MEMORY, EmbeddedServer, free_port
 from app.main import create_app
 from app.mongo import Document
 from app.settings import Environment, LogFormat, LogLevel, Settings
+from tests.fixtures.cli import clean_env
 
 AppFactory = Callable[..., AbstractAsyncContextManager[FastAPI]]
 
@@ -163,3 +165,15 @@ async def admin_headers(db: AsyncDatabase[Document]) -> dict[str, str]:
 
     _, secret = await KeyStore(db).create(name="test-admin", scopes=[Scope.ADMIN])
     return {"authorization": f"Bearer {secret}"}
+
+
+@pytest.fixture
+def cli_env(mongodb_uri: str, database_name: str, tmp_path: Path) -> dict[str, str]:
+    """An environment for `kindred` on the test database, with no KINDRED_* of the developer."""
+    return clean_env(
+        KINDRED_MONGODB_URI=mongodb_uri,
+        KINDRED_DATABASE=database_name,
+        # Never used with a URI set; named so a slip would not touch ./kindred-data.
+        KINDRED_DATA_DIR=str(tmp_path / "unused"),
+        COLUMNS="200",
+    )

@@ -8,11 +8,7 @@ from strawberry.fastapi import BaseContext
 
 from app.auth import ApiKey
 from app.state import KindredState
-from identity.store import IdentityStore
 from profiles.models import Profile
-from profiles.service import ProfileService
-from profiles.store import ProfileStore
-from profiles.traits import Precedence
 
 
 class Context(BaseContext):
@@ -23,10 +19,8 @@ class Context(BaseContext):
         self.state = state
         self.db = state.db
         self.api_key = api_key
-        self.profile_service = ProfileService(
-            ProfileStore(state.db), precedence=Precedence(tuple(state.settings.source_precedence))
-        )
-        self.identity_store = IdentityStore(state.db)
+        self.profile_service = state.profiles
+        self.identity_store = state.identities
         self.profile_by_id: DataLoader[str, Profile | None] = DataLoader(self._load_profiles)
         self.profile_id_by_identity: DataLoader[str, str | None] = DataLoader(
             self._load_identity_owners

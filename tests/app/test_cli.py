@@ -5,7 +5,6 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,8 +13,7 @@ import httpx
 import pytest
 
 from app.embedded import STATE_FILE, free_port
-
-KINDRED = str(Path(sys.executable).parent / "kindred")
+from tests.fixtures.cli import KINDRED, clean_env
 
 
 def _alive(pid: int) -> bool:
@@ -39,11 +37,6 @@ def _wait_for(predicate: object, timeout: float) -> bool:
     return False
 
 
-def _clean_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("KINDRED_")}
-    return env | extra
-
-
 class Serve:
     """A `kindred serve` process on a free port."""
 
@@ -54,7 +47,7 @@ class Serve:
         with self.log.open("wb") as log:
             self.process = subprocess.Popen(
                 [KINDRED, "serve", "--port", str(self.port), "--data-dir", str(data_dir)],
-                env=_clean_env(**env),
+                env=clean_env(**env),
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
@@ -107,7 +100,7 @@ def test_a_killed_service_leaves_no_orphan_database(serve: Serve) -> None:
 def test_a_second_serve_on_the_same_directory_explains_itself(serve: Serve) -> None:
     second = subprocess.run(
         [KINDRED, "serve", "--port", str(free_port()), "--data-dir", str(serve.data_dir)],
-        env=_clean_env(),
+        env=clean_env(),
         capture_output=True,
         text=True,
         timeout=60,
@@ -121,7 +114,7 @@ def test_a_second_serve_on_the_same_directory_explains_itself(serve: Serve) -> N
 def test_db_status_connects_to_the_running_service(serve: Serve) -> None:
     status = subprocess.run(
         [KINDRED, "db", "status", "--data-dir", str(serve.data_dir)],
-        env=_clean_env(),
+        env=clean_env(),
         capture_output=True,
         text=True,
         timeout=60,
@@ -144,7 +137,7 @@ def test_with_a_mongodb_uri_no_embedded_server_starts(tmp_path: Path, mongodb_ur
 
 
 def test_help_explains_every_flag() -> None:
-    wide = _clean_env(COLUMNS="200")
+    wide = clean_env(COLUMNS="200")
     top = subprocess.run(
         [KINDRED, "--help"], capture_output=True, text=True, check=True, env=wide
     ).stdout

@@ -2,11 +2,9 @@
 
 import asyncio
 import contextlib
-import os
 import re
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import httpx
@@ -16,36 +14,16 @@ from pymongo.asynchronous.database import AsyncDatabase
 from app.auth import KeyStore, Scope
 from app.embedded import free_port
 from app.mongo import Document
+from tests.fixtures.cli import KINDRED, clean_env, run_kindred
 
-KINDRED = str(Path(sys.executable).parent / "kindred")
 SECRET = re.compile(r"kdk_[A-Za-z0-9_-]{43}")
 
 
-@pytest.fixture
-def env(mongodb_uri: str, database_name: str, tmp_path: Path) -> dict[str, str]:
-    """An environment naming the test database and nothing else of the developer's."""
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("KINDRED_")}
-    return clean | {
-        "KINDRED_MONGODB_URI": mongodb_uri,
-        "KINDRED_DATABASE": database_name,
-        # Never used with a URI set; named so a slip would not touch ./kindred-data.
-        "KINDRED_DATA_DIR": str(tmp_path / "unused"),
-        "COLUMNS": "200",
-    }
-
-
-async def kindred(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    """Runs the console script off the event loop and returns its outcome."""
-    return await asyncio.to_thread(
-        subprocess.run, [KINDRED, *args], env=env, capture_output=True, text=True, timeout=60
-    )
-
-
 async def test_create_prints_a_secret_that_verifies(
-    env: dict[str, str], db: AsyncDatabase[Document]
+    cli_env: dict[str, str], db: AsyncDatabase[Document]
 ) -> None:
-    result = await kindred(
-        env, "keys", "create", "--name", "ci", "--scope", "profiles:read", "--scope", "admin"
+    result = await run_kindred(
+        cli_env, "keys", "create", "--name", "ci", "--scope", "profiles:read", "--scope", "admin"
     )
     assert result.returncode == 0, result.stderr
     secret = result.stdout.splitlines()[-1]
@@ -59,12 +37,12 @@ async def test_create_prints_a_secret_that_verifies(
 
 
 async def test_list_shows_keys_but_never_secrets(
-    env: dict[str, str], db: AsyncDatabase[Document]
+    cli_env: dict[str, str], db: AsyncDatabase[Document]
 ) -> None:
     key, secret = await KeyStore(db).create(name="billing-sync", scopes=[Scope.PROFILES_WRITE])
     raw = await db["api_keys"].find_one({"_id": key.id})
     assert raw is not None
-    result = await kindred(env, "keys", "list")
+    result = await run_kindred(cli_env, "keys", "list")
     assert result.returncode == 0, result.stderr
     assert "billing-sync" in result.stdout
     assert key.id in result.stdout
@@ -74,29 +52,31 @@ async def test_list_shows_keys_but_never_secrets(
 
 
 async def test_revoke_makes_the_key_stop_verifying(
-    env: dict[str, str], db: AsyncDatabase[Document]
+    cli_env: dict[str, str], db: AsyncDatabase[Document]
 ) -> None:
     key, secret = await KeyStore(db).create(name="leaving", scopes=[Scope.PROFILES_READ])
-    result = await kindred(env, "keys", "revoke", key.id)
+    result = await run_kindred(cli_env, "keys", "revoke", key.id)
     assert result.returncode == 0, result.stderr
     assert await KeyStore(db).verify(secret) is None
-    listed = await kindred(env, "keys", "list")
+    listed = await run_kindred(cli_env, "keys", "list")
     assert re.search(rf"{key.id}.*\d{{4}}-\d\d-\d\d.*\d{{4}}-\d\d-\d\d", listed.stdout)
 
 
 async def test_revoking_an_unknown_key_exits_1(
-    env: dict[str, str], db: AsyncDatabase[Document]
+    cli_env: dict[str, str], db: AsyncDatabase[Document]
 ) -> None:
-    result = await kindred(env, "keys", "revoke", "key_0000000000000000")
+    result = await run_kindred(cli_env, "keys", "revoke", "key_0000000000000000")
     assert result.returncode == 1
     assert "key_0000000000000000" in result.stderr
     assert "Traceback" not in result.stderr + result.stdout
 
 
 async def test_a_bad_scope_names_the_allowed_scopes(
-    env: dict[str, str], db: AsyncDatabase[Document]
+    cli_env: dict[str, str], db: AsyncDatabase[Document]
 ) -> None:
-    result = await kindred(env, "keys", "create", "--name", "ci", "--scope", "profiles:delete")
+    result = await run_kindred(
+        cli_env, "keys", "create", "--name", "ci", "--scope", "profiles:delete"
+    )
     assert result.returncode == 2
     assert "profiles:delete" in result.stderr
     assert all(scope.value in result.stderr for scope in Scope)
@@ -105,9 +85,9 @@ async def test_a_bad_scope_names_the_allowed_scopes(
 
 
 async def test_a_bad_name_is_refused_before_any_key_exists(
-    env: dict[str, str], db: AsyncDatabase[Document]
+    cli_env: dict[str, str], db: AsyncDatabase[Document]
 ) -> None:
-    result = await kindred(env, "keys", "create", "--name", "x" * 101, "--scope", "admin")
+    result = await run_kindred(cli_env, "keys", "create", "--name", "x" * 101, "--scope", "admin")
     assert result.returncode == 2
     assert "1 to 100" in result.stderr
     assert "Traceback" not in result.stderr + result.stdout
@@ -115,8 +95,7 @@ async def test_a_bad_name_is_refused_before_any_key_exists(
 
 
 def test_every_keys_option_has_help() -> None:
-    wide = {k: v for k, v in os.environ.items() if not k.startswith("KINDRED_")}
-    wide["COLUMNS"] = "200"
+    wide = clean_env(COLUMNS="200")
     for command in ("create", "list", "revoke"):
         text = subprocess.run(
             [KINDRED, "keys", command, "--help"],
@@ -157,9 +136,9 @@ async def serve_until_ready(env: dict[str, str], log: Path) -> str:
 
 
 async def test_serve_in_dev_prints_an_admin_key_once(
-    env: dict[str, str], db: AsyncDatabase[Document], tmp_path: Path
+    cli_env: dict[str, str], db: AsyncDatabase[Document], tmp_path: Path
 ) -> None:
-    dev = env | {"KINDRED_ENV": "dev"}
+    dev = cli_env | {"KINDRED_ENV": "dev"}
     first = await serve_until_ready(dev, tmp_path / "first.log")
     [secret] = SECRET.findall(first)
     assert "local-admin" in first
@@ -171,8 +150,8 @@ async def test_serve_in_dev_prints_an_admin_key_once(
 
 
 async def test_serve_in_prod_creates_no_key(
-    env: dict[str, str], db: AsyncDatabase[Document], tmp_path: Path
+    cli_env: dict[str, str], db: AsyncDatabase[Document], tmp_path: Path
 ) -> None:
-    printed = await serve_until_ready(env | {"KINDRED_ENV": "prod"}, tmp_path / "prod.log")
+    printed = await serve_until_ready(cli_env | {"KINDRED_ENV": "prod"}, tmp_path / "prod.log")
     assert not SECRET.findall(printed)
     assert await KeyStore(db).list() == []

@@ -73,3 +73,12 @@ async def test_the_rest_read_needs_a_read_key(client: httpx.AsyncClient, db: Db)
     assert missing.status_code == 401
     assert wrong.status_code == 403
     assert wrong.json()["code"] == "forbidden"
+
+
+async def test_a_bad_identifier_kind_is_422_naming_it(
+    client: httpx.AsyncClient, admin_headers: dict[str, str]
+) -> None:
+    response = await client.get("/v1/profiles/$where/x", headers=admin_headers)
+    assert response.status_code == 422
+    assert response.json()["code"] == "invalid_identifier"
+    assert "$where" in response.json()["message"]
