@@ -31,7 +31,11 @@ typecheck: $(BIN)/.installed-dev
 pytest: $(BIN)/.installed-dev
 	$(BIN)/pytest
 
-bench: $(BIN)/.installed-dev
+$(BIN)/.installed-bench: $(BIN)/.installed-dev
+	$(BIN)/python -m pip install --quiet -e '.[embedded,dev,bench]'
+	touch $@
+
+bench: $(BIN)/.installed-bench
 	$(BIN)/python bench/run_all.py
 
 clean:

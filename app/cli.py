@@ -1,6 +1,7 @@
 """The `kindred` command line."""
 
 import asyncio
+import gc
 import contextlib
 import signal
 import sys
@@ -179,6 +180,9 @@ def serve(
         config = uvicorn.Config(
             app, host=settings.host, port=settings.port, log_config=None, lifespan="on"
         )
+        # Everything built so far lives as long as the process: keep the cyclic
+        # garbage collector from rescanning it, which shortens its pauses.
+        gc.freeze()
         uvicorn.Server(config).run()
     except KeyboardInterrupt:
         pass

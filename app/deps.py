@@ -9,15 +9,16 @@ from app.mongo import Document
 from app.state import KindredState
 
 
-def get_state(request: Request) -> KindredState:
+async def get_state(request: Request) -> KindredState:
     """Returns the app's lifetime state."""
     state: KindredState = request.app.state.kindred
     return state
 
 
-def get_database(request: Request) -> AsyncDatabase[Document]:
+async def get_database(request: Request) -> AsyncDatabase[Document]:
     """Returns the app's database handle."""
-    return get_state(request).db
+    state: KindredState = request.app.state.kindred
+    return state.db
 
 
 State = Annotated[KindredState, Depends(get_state)]

@@ -19,7 +19,7 @@ from app.deps import State
 from app.errors import install_error_handlers
 from app.graphql.schema import build_router
 from app.logs import request_id_var
-from app.metrics import Metrics, MetricsMiddleware
+from app.metrics import Metrics, route_template
 from app.mongo import create_client, ensure_indexes, index_registry
 from app.reads import router as reads_router
 from app.settings import Settings
@@ -30,11 +30,15 @@ log = logging.getLogger(__name__)
 _SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
 
 
-class RequestContextMiddleware:
-    """Gives each request an id (the caller's `X-Request-ID` if sane) and logs its outcome."""
+class ObservabilityMiddleware:
+    """Gives each request an id (the caller's `X-Request-ID` if sane), logs it, and meters it.
 
-    def __init__(self, app: ASGIApp) -> None:
+    One middleware, so the timing, the status and the id come from one place.
+    """
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
         self.app = app
+        self.metrics = metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -59,13 +63,17 @@ class RequestContextMiddleware:
         try:
             await self.app(scope, receive, send_with_id)
         finally:
+            elapsed = time.perf_counter() - started
+            route, method = route_template(scope), scope["method"]
+            self.metrics.requests.labels(route, method, str(status)).inc()
+            self.metrics.request_seconds.labels(route, method).observe(elapsed)
             log.info(
                 "request",
                 extra={
-                    "method": scope["method"],
+                    "method": method,
                     "path": scope["path"],
                     "status": status,
-                    "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+                    "duration_ms": round(elapsed * 1000, 2),
                 },
             )
             request_id_var.reset(token)
@@ -147,6 +155,5 @@ def create_app(settings: Settings) -> FastAPI:
 
     app.include_router(reads_router)
     app.include_router(build_router(settings), prefix="/graphql", include_in_schema=False)
-    app.add_middleware(MetricsMiddleware, metrics=metrics)
-    app.add_middleware(RequestContextMiddleware)
+    app.add_middleware(ObservabilityMiddleware, metrics=metrics)
     return app

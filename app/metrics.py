@@ -1,12 +1,9 @@
 """Prometheus metrics: HTTP requests by route, and database command latency."""
 
-import time
-from typing import Any
-
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from pymongo import monitoring
 from starlette.routing import Match
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Scope
 
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
 
@@ -66,34 +63,3 @@ def route_template(scope: Scope) -> str:
             return str(candidate.path)
     # Unmatched paths share one label, so scanners cannot blow up the series count.
     return "<unmatched>"
-
-
-class MetricsMiddleware:
-    """Counts and times every HTTP request."""
-
-    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
-        self.app = app
-        self.metrics = metrics
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        status = 500
-        started = time.perf_counter()
-
-        async def send_and_record(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_and_record)
-        finally:
-            route = route_template(scope)
-            method: Any = scope["method"]
-            self.metrics.requests.labels(route, method, str(status)).inc()
-            self.metrics.request_seconds.labels(route, method).observe(
-                time.perf_counter() - started
-            )

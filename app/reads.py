@@ -41,10 +41,13 @@ async def read_profile(
     keys = None
     if fields is not None:
         keys = [trait_rules.check_key(f.strip()) for f in fields.split(",") if f.strip()]
-    owner = (await state.identities.owners([identity_key(kind, value)])).values()
-    if not owner:
+    key = identity_key(kind, value)
+    found = (await state.identities.profiles_for([key], trait_keys=keys)).get(key)
+    if found is None:
         raise ProfileNotFound(f"no profile has that {kind}")
-    profile = await state.profiles.get(next(iter(owner)))
+    profile = found
+    if found.merged_into is not None:
+        profile = await state.profiles.get(found.merged_into, trait_keys=keys)
     traits = profile.traits
     body: dict[str, Any] = {"id": profile.id}
     wanted = keys if keys is not None else list(traits)

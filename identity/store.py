@@ -8,6 +8,9 @@ from pymongo import ASCENDING, IndexModel
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError
 
+from profiles.models import Profile
+from profiles.store import PROFILES, profile_from_doc, profile_projection
+
 IDENTITIES = "identities"
 DUPLICATE_KEY = 11000
 
@@ -48,3 +51,32 @@ class IdentityStore:
             doc["_id"]: doc["profile_id"]
             async for doc in self.identities.find({"_id": {"$in": wanted}})
         }
+
+    async def profiles_for(
+        self, keys: Iterable[str], *, trait_keys: Iterable[str] | None = None
+    ) -> dict[str, Profile]:
+        """Returns the profile holding each claimed key, in one round trip.
+
+        A `$lookup` from the graph to the profiles halves the round trips of a
+        lookup by email, the read templates make most. With `trait_keys`, only
+        those traits are read. Merged-away profiles come back as they are; the
+        caller follows `merged_into`.
+        """
+        wanted = list(set(keys))
+        if not wanted:
+            return {}
+        lookup: Document = {
+            "from": PROFILES,
+            "localField": "profile_id",
+            "foreignField": "_id",
+            "as": "profile",
+        }
+        projection = profile_projection(trait_keys)
+        if projection is not None:
+            lookup["pipeline"] = [{"$project": projection}]
+        pipeline = [{"$match": {"_id": {"$in": wanted}}}, {"$lookup": lookup}]
+        found: dict[str, Profile] = {}
+        async for doc in await self.identities.aggregate(pipeline):
+            if doc["profile"]:
+                found[doc["_id"]] = profile_from_doc(doc["profile"][0])
+        return found

@@ -22,7 +22,7 @@ class ProfileReadContext(Protocol):
     """What profile resolvers need from the per-request context."""
 
     profile_service: ProfileService
-    profile_by_id: DataLoader[str, Profile | None]
+    profile_by_id: DataLoader[tuple[str, tuple[str, ...] | None], Profile | None]
 
 
 def to_json(value: Any) -> Any:

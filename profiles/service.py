@@ -106,12 +106,21 @@ class ProfileService:
             raise RuntimeError("profiles kept changing while observations were applied")
         return ApplyResult(recorded, len(rows) - recorded, profiles_changed, traits_changed)
 
-    async def get(self, profile_id: str, *, follow_merges: bool = True) -> Profile:
-        """Returns the profile, following merges to the survivor; raises `ProfileNotFound`."""
+    async def get(
+        self,
+        profile_id: str,
+        *,
+        follow_merges: bool = True,
+        trait_keys: Sequence[str] | None = None,
+    ) -> Profile:
+        """Returns the profile, following merges to the survivor; raises `ProfileNotFound`.
+
+        With `trait_keys`, only those traits are read.
+        """
         seen: set[str] = set()
         current = profile_id
         while True:
-            profile = await self.store.get(current)
+            profile = await self.store.get(current, trait_keys=trait_keys)
             if profile is None:
                 raise ProfileNotFound(f"no profile with id {profile_id!r}")
             if not follow_merges or profile.merged_into is None:

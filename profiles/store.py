@@ -2,12 +2,14 @@
 
 import hashlib
 import json
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from pymongo import ASCENDING, DESCENDING, IndexModel, UpdateOne
+from pymongo.asynchronous.cursor import AsyncCursor
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError
 
@@ -40,6 +42,40 @@ INDEXES = {
         ),
     ],
 }
+
+
+# Every profile field but `traits`, read whatever trait keys a caller asks for.
+_PROFILE_FIELDS = (
+    "identifiers",
+    "stats",
+    "computed",
+    "segments",
+    "consent",
+    "version",
+    "created_at",
+    "updated_at",
+    "merged_into",
+)
+
+# How long an open listing cursor waits for its next page, and how many may wait.
+PAGE_CURSOR_TTL_S = 60.0
+MAX_OPEN_PAGE_CURSORS = 32
+
+
+def profile_projection(trait_keys: Iterable[str] | None) -> Document | None:
+    """Returns a projection reading only the given traits (and every other field), or None."""
+    if trait_keys is None:
+        return None
+    projection: Document = dict.fromkeys(_PROFILE_FIELDS, 1)
+    projection.update({f"traits.{k}": 1 for k in trait_keys})
+    return projection
+
+
+@dataclass
+class _OpenPage:
+    cursor: AsyncCursor[Document]
+    head: Document  # read to learn that a next page exists, and not yet returned
+    expires_at: float
 
 
 def history_id(profile_id: str, observation: Observation) -> str:
@@ -120,6 +156,7 @@ class ProfileStore:
         self.profiles = db[PROFILES]
         self.history = db[TRAIT_HISTORY]
         self.catalog = db[TRAIT_CATALOG]
+        self._open_pages: dict[tuple[str, str | None], _OpenPage] = {}
 
     async def insert_profiles(
         self, entries: Sequence[tuple[str, Sequence[Identifier]]], *, now: datetime
@@ -147,19 +184,27 @@ class ProfileStore:
             ordered=False,
         )
 
-    async def get(self, profile_id: str) -> Profile | None:
-        """Returns the profile with that id, merged-away tombstones included."""
-        doc = await self.profiles.find_one({"_id": profile_id})
+    async def get(
+        self, profile_id: str, *, trait_keys: Iterable[str] | None = None
+    ) -> Profile | None:
+        """Returns the profile with that id, tombstones included; only `trait_keys` if given."""
+        doc = await self.profiles.find_one({"_id": profile_id}, profile_projection(trait_keys))
         return None if doc is None else profile_from_doc(doc)
 
-    async def get_many(self, profile_ids: Iterable[str]) -> dict[str, Profile]:
-        """Returns the profiles with those ids that exist, in one round trip."""
+    async def get_many(
+        self, profile_ids: Iterable[str], *, trait_keys: Iterable[str] | None = None
+    ) -> dict[str, Profile]:
+        """Returns the profiles with those ids that exist, in one round trip.
+
+        With `trait_keys`, only those traits are read.
+        """
         ids = list(set(profile_ids))
         if not ids:
             return {}
+        projection = profile_projection(trait_keys)
         return {
             doc["_id"]: profile_from_doc(doc)
-            async for doc in self.profiles.find({"_id": {"$in": ids}})
+            async for doc in self.profiles.find({"_id": {"$in": ids}}, projection)
         }
 
     async def current_traits(
@@ -260,37 +305,52 @@ class ProfileStore:
         segment: str | None = None,
         has_trait: str | None = None,
         trait_keys: Sequence[str] | None = None,
-    ) -> list[Profile]:
-        """Returns up to `first` live profiles in id order after a cursor id.
+    ) -> tuple[list[Profile], bool]:
+        """Returns up to `first` live profiles in id order after `after`, and if more follow.
 
         With `trait_keys`, only those traits are read, which keeps wide pages cheap.
+        A listing read page after page continues the same database cursor when this
+        process still holds it, so a walk through every profile costs one query,
+        not one per page; otherwise the page is a fresh `_id > after` query.
         """
         query: Document = {"merged_into": None}
-        if after is not None:
-            query["_id"] = {"$gt": after}
         if segment is not None:
             query["segments"] = segment
         if has_trait is not None:
             query[f"traits.{has_trait}"] = {"$exists": True}
-        projection: Document | None = None
-        if trait_keys is not None:
-            projection = {
-                name: 1
-                for name in (
-                    "identifiers",
-                    "stats",
-                    "computed",
-                    "segments",
-                    "consent",
-                    "version",
-                    "created_at",
-                    "updated_at",
-                    "merged_into",
-                )
-            }
-            projection.update({f"traits.{k}": 1 for k in trait_keys})
-        cursor = self.profiles.find(query, projection).sort("_id", 1).limit(first)
-        return [profile_from_doc(doc) async for doc in cursor]
+        projection = profile_projection(trait_keys)
+        shape = repr((sorted(query.items()), projection))
+        now = time.monotonic()
+        await self._drop_expired(now)
+
+        docs: list[Document] = []
+        held = self._open_pages.pop((shape, after), None) if after is not None else None
+        if held is not None:
+            cursor, docs = held.cursor, [held.head]
+        else:
+            if after is not None:
+                query["_id"] = {"$gt": after}
+            cursor = self.profiles.find(query, projection).sort("_id", 1).batch_size(first + 1)
+        docs += await cursor.to_list(first + 1 - len(docs))
+        more = len(docs) > first
+        page = docs[:first]
+        if more:
+            self._open_pages[(shape, page[-1]["_id"])] = _OpenPage(
+                cursor, docs[first], now + PAGE_CURSOR_TTL_S
+            )
+            await self._bound_open_pages()
+        else:
+            await cursor.close()
+        return [profile_from_doc(doc) for doc in page], more
+
+    async def _drop_expired(self, now: float) -> None:
+        for key in [k for k, v in self._open_pages.items() if v.expires_at < now]:
+            await self._open_pages.pop(key).cursor.close()
+
+    async def _bound_open_pages(self) -> None:
+        while len(self._open_pages) > MAX_OPEN_PAGE_CURSORS:
+            oldest = next(iter(self._open_pages))
+            await self._open_pages.pop(oldest).cursor.close()
 
     async def catalog_entries(
         self, keys: Iterable[str] | None = None

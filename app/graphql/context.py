@@ -1,6 +1,8 @@
 """The per-request GraphQL context; DataLoaders live here so their cache lasts one request."""
 
-from collections.abc import Sequence
+from collections import defaultdict
+from collections.abc import Awaitable, Iterable, Sequence
+from typing import Protocol
 
 from fastapi import Request
 from strawberry.dataloader import DataLoader
@@ -9,6 +11,9 @@ from strawberry.fastapi import BaseContext
 from app.auth import ApiKey
 from app.state import KindredState
 from profiles.models import Profile
+
+# A profile id or identity key, and the trait keys to read (None: all of them).
+ProfileKey = tuple[str, tuple[str, ...] | None]
 
 
 class Context(BaseContext):
@@ -21,18 +26,34 @@ class Context(BaseContext):
         self.api_key = api_key
         self.profile_service = state.profiles
         self.identity_store = state.identities
-        self.profile_by_id: DataLoader[str, Profile | None] = DataLoader(self._load_profiles)
-        self.profile_id_by_identity: DataLoader[str, str | None] = DataLoader(
-            self._load_identity_owners
+        self.profile_by_id: DataLoader[ProfileKey, Profile | None] = DataLoader(self._load_profiles)
+        self.profile_by_identity: DataLoader[ProfileKey, Profile | None] = DataLoader(
+            self._load_profiles_by_identity
         )
 
-    async def _load_profiles(self, ids: Sequence[str]) -> list[Profile | None]:
-        found = await self.profile_service.store.get_many(ids)
-        return [found.get(i) for i in ids]
+    async def _load_profiles(self, keys: Sequence[ProfileKey]) -> list[Profile | None]:
+        return await _by_projection(keys, self.profile_service.store.get_many)
 
-    async def _load_identity_owners(self, keys: Sequence[str]) -> list[str | None]:
-        owners = await self.identity_store.owners(keys)
-        return [owners.get(k) for k in keys]
+    async def _load_profiles_by_identity(self, keys: Sequence[ProfileKey]) -> list[Profile | None]:
+        return await _by_projection(keys, self.identity_store.profiles_for)
+
+
+class _Fetch(Protocol):
+    def __call__(
+        self, ids: Iterable[str], /, *, trait_keys: Iterable[str] | None = None
+    ) -> Awaitable[dict[str, Profile]]: ...
+
+
+async def _by_projection(keys: Sequence[ProfileKey], fetch: _Fetch) -> list[Profile | None]:
+    # One query per distinct projection; a request normally has one.
+    by_projection: dict[tuple[str, ...] | None, list[str]] = defaultdict(list)
+    for lookup, trait_keys in keys:
+        by_projection[trait_keys].append(lookup)
+    found: dict[ProfileKey, Profile] = {}
+    for trait_keys, lookups in by_projection.items():
+        profiles = await fetch(lookups, trait_keys=trait_keys)
+        found.update(((lookup, trait_keys), p) for lookup, p in profiles.items())
+    return [found.get(key) for key in keys]
 
 
 async def get_context(request: Request) -> Context:

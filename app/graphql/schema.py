@@ -10,18 +10,21 @@ import strawberry
 from graphql import GraphQLError
 from pymongo.errors import PyMongoError
 from strawberry.extensions import (
+    AddValidationRules,
     DisableIntrospection,
     MaskErrors,
     MaxAliasesLimiter,
     MaxTokensLimiter,
+    ParserCache,
     QueryDepthLimiter,
     SchemaExtension,
+    ValidationCache,
 )
 from strawberry.fastapi import GraphQLRouter
 from strawberry.permission import BasePermission
 from strawberry.schema.config import StrawberryConfig
 from strawberry.types import Info
-from strawberry.types.nodes import SelectedField, Selection
+from strawberry.types.nodes import FragmentSpread, InlineFragment, Selection
 
 from app import __version__
 from app.auth import Scope
@@ -88,40 +91,49 @@ class Health:
     database: DatabaseStatus
 
 
-async def _follow_merges(context: Context, profile_id: str) -> Profile | None:
+async def _follow_merges(
+    context: Context, start: Profile | str, keys: tuple[str, ...] | None
+) -> Profile | None:
     # Old ids keep working after a merge: follow `merged_into` to the survivor.
-    profile = await context.profile_by_id.load(profile_id)
+    profile = await context.profile_by_id.load((start, keys)) if isinstance(start, str) else start
     for _ in range(MAX_MERGE_CHAIN):
         if profile is None or profile.merged_into is None:
             return profile
-        profile = await context.profile_by_id.load(profile.merged_into)
+        profile = await context.profile_by_id.load((profile.merged_into, keys))
     return profile
 
 
-def _projected_trait_keys(info: Info[Context, None]) -> list[str] | None:
-    """Returns the trait keys a `profiles` page selects, or None if it may need them all."""
+def _selected_trait_keys(
+    info: Info[Context, None], profile_path: tuple[str, ...]
+) -> tuple[str, ...] | None:
+    """Returns the trait keys a query reads from profiles at `profile_path`, or None for all.
+
+    `traits(keys:)` and `trait(key:)` name their keys; `traits` without keys needs them all.
+    """
     keys: list[str] = []
 
     def walk(selections: list[Selection], path: tuple[str, ...]) -> bool:
         for selection in selections:
-            if not isinstance(selection, SelectedField):
-                return False  # fragments: do not guess
-            here = (*path, selection.name)
-            if here == ("edges", "node", "traits"):
-                wanted = selection.arguments.get("keys")
-                if wanted is None:
+            if isinstance(selection, InlineFragment | FragmentSpread):
+                if not walk(selection.selections, path):
                     return False
-                keys.extend(wanted)
-            elif here == ("edges", "node", "trait"):
-                keys.append(selection.arguments["key"])
-            elif len(here) < 3 and not walk(selection.selections, here):
+                continue
+            here = (*path, selection.name)
+            if path == profile_path:
+                if selection.name == "traits":
+                    wanted = selection.arguments.get("keys")
+                    if wanted is None:
+                        return False
+                    keys.extend(wanted)
+                elif selection.name == "trait":
+                    keys.append(selection.arguments["key"])
+            elif profile_path[: len(here)] == here and not walk(selection.selections, here):
                 return False
         return True
 
-    root = info.selected_fields[0]
-    if not walk(root.selections, ()):
+    if not walk(info.selected_fields[0].selections, ()):
         return None
-    return [trait_rules.check_key(k) for k in keys]
+    return tuple(sorted({trait_rules.check_key(k) for k in keys}))
 
 
 @strawberry.type
@@ -156,22 +168,21 @@ class Query:
         context = info.context
         if (id is None) == (identity is None):
             return InvalidInput(field="id", message="give exactly one of `id` or `identity`")
+        # A point-in-time read rebuilds traits from history, so it reads none here.
+        keys = () if as_of is not None else _selected_trait_keys(info, ())
         if identity is not None:
             try:
                 key = identity_key(identity.kind, identity.value)
             except InvalidIdentifier as exc:
                 return InvalidInput(field="identity", message=exc.message)
-            owner = await context.profile_id_by_identity.load(key)
-            if owner is None:
-                return ProfileNotFound(
-                    message=f"no profile has {identity.kind} {key[len(identity.kind) + 1 :]!r}"
-                )
-            profile_id = owner
+            found = await context.profile_by_identity.load((key, keys))
+            if found is None:
+                return ProfileNotFound(message=f"no profile has that {identity.kind}")
+            profile = await _follow_merges(context, found, keys)
         else:
-            profile_id = str(id)
-        profile = await _follow_merges(context, profile_id)
+            profile = await _follow_merges(context, str(id), keys)
         if profile is None:
-            return ProfileNotFound(message=f"no profile with id {profile_id!r}")
+            return ProfileNotFound(message=f"no profile with id {str(id)!r}")
         if as_of is not None:
             try:
                 profile = await context.profile_service.profile_as_of(profile.id, as_of)
@@ -197,20 +208,17 @@ class Query:
         has_trait = filter.has_trait if filter else None
         if has_trait is not None:
             trait_rules.check_key(has_trait)
-        found = await info.context.profile_service.store.page(
-            first=first + 1,
+        found, more = await info.context.profile_service.store.page(
+            first=first,
             after=after_id,
             segment=filter.segment if filter else None,
             has_trait=has_trait,
-            trait_keys=_projected_trait_keys(info),
+            trait_keys=_selected_trait_keys(info, ("edges", "node")),
         )
         edges = [ProfileEdge(cursor=encode_cursor(p.id), node=ProfileType.of(p)) for p in found]
-        edges = edges[:first]
         return ProfileConnection(
             edges=edges,
-            page_info=PageInfo(
-                has_next_page=len(found) > first, end_cursor=edges[-1].cursor if edges else None
-            ),
+            page_info=PageInfo(has_next_page=more, end_cursor=edges[-1].cursor if edges else None),
         )
 
     @strawberry.field(permission_classes=READ, description="The declared traits.")
@@ -262,10 +270,18 @@ def _should_mask(error: GraphQLError) -> bool:
 
 def build_schema(settings: Settings) -> strawberry.Schema:
     """Returns the schema with the limits and the environment's extensions."""
+    # Built once: the validation cache is keyed by the rule classes, and these
+    # limiters make a new class each time they are constructed.
+    limits = [
+        *QueryDepthLimiter(max_depth=settings.graphql_max_depth).validation_rules,
+        *MaxAliasesLimiter(max_alias_count=settings.graphql_max_aliases).validation_rules,
+    ]
     extensions: list[type[SchemaExtension] | Callable[[], SchemaExtension]] = [
+        # Templates send the same few queries over and over: parse and validate each once.
+        lambda: ParserCache(maxsize=256),
+        lambda: ValidationCache(maxsize=256),
         KindredErrorCodes,
-        lambda: QueryDepthLimiter(max_depth=settings.graphql_max_depth),
-        lambda: MaxAliasesLimiter(max_alias_count=settings.graphql_max_aliases),
+        lambda: AddValidationRules(limits),
         lambda: MaxTokensLimiter(max_token_count=settings.graphql_max_tokens),
     ]
     prod = settings.env is Environment.PROD

@@ -82,3 +82,16 @@ async def test_a_bad_identifier_kind_is_422_naming_it(
     assert response.status_code == 422
     assert response.json()["code"] == "invalid_identifier"
     assert "$where" in response.json()["message"]
+
+
+async def test_an_identifier_of_a_merged_away_profile_reads_the_survivor(
+    client: httpx.AsyncClient, db: Db, admin_headers: dict[str, str]
+) -> None:
+    survivor = await seed_profile(db, {"user_id": "u1"}, {"first_name": "Ada"})
+    merged = await seed_profile(db, {"email": "old@example.com"}, {"first_name": "A."})
+    # A tombstone as merges leave them: the old profile points at its survivor.
+    await db["profiles"].update_one({"_id": merged}, {"$set": {"merged_into": survivor}})
+    response = await client.get(
+        "/v1/profiles/email/old@example.com", params={"fields": "first_name"}, headers=admin_headers
+    )
+    assert response.json() == {"id": survivor, "first_name": "Ada"}
