@@ -1,8 +1,8 @@
 """The `kindred` command line."""
 
 import asyncio
-import gc
 import contextlib
+import gc
 import signal
 import sys
 from collections.abc import Awaitable, Callable, Iterator
