@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from app import __version__
+from app import __version__, worker
 from app.auth import (
     ALLOWED_SCOPES,
     InvalidKeyInput,
@@ -30,9 +30,14 @@ from app.auth import (
     validated_scopes,
 )
 from app.embedded import EmbeddedError, EmbeddedServer, database_uri
+from app.ingest.errors import InvalidSourceName, SourceExists
+from app.ingest.models import check_source_name
+from app.ingest.service import IngestService
+from app.ingest.store import SourceStore
 from app.logs import configure_logging
 from app.mongo import Document, create_client, ensure_indexes, index_registry
 from app.settings import Environment, LogFormat, LogLevel, Settings
+from app.state import profile_service
 from profiles.errors import KindredError
 from profiles.models import TraitDefinition, TraitType
 from profiles.service import ProfileService
@@ -59,6 +64,15 @@ traits_cli = typer.Typer(
     help="Declare known traits: type, meaning, PII, precedence.", no_args_is_help=True
 )
 cli.add_typer(traits_cli, name="traits")
+sources_cli = typer.Typer(
+    help="Create, list and revoke sources: the write keys connectors send events with.",
+    no_args_is_help=True,
+)
+cli.add_typer(sources_cli, name="sources")
+quarantine_cli = typer.Typer(
+    help="Review and replay events that failed validation.", no_args_is_help=True
+)
+cli.add_typer(quarantine_cli, name="quarantine")
 
 err = Console(stderr=True, soft_wrap=True)
 out = Console()
@@ -206,6 +220,64 @@ def _announce_dev_admin_key(uri: str, database: str) -> None:
         "It is shown once; keep it, and send it as `Authorization: Bearer <key>`:"
     )
     err.print(secret, markup=False, highlight=False)
+
+
+@cli.command("worker")
+def worker_command(
+    mongodb_uri: MongoUriOption = None,
+    data_dir: DataDirOption = None,
+    database: DatabaseOption = None,
+    batch_size: Annotated[
+        int | None,
+        typer.Option(
+            help="Events per batch (env KINDRED_WORKER_BATCH_SIZE, default 500).",
+            show_default=False,
+        ),
+    ] = None,
+    log_level: Annotated[
+        LogLevel | None,
+        typer.Option(help="Log level (env KINDRED_LOG_LEVEL, default INFO).", show_default=False),
+    ] = None,
+    log_format: Annotated[
+        LogFormat | None,
+        typer.Option(
+            help="text or json log lines (env KINDRED_LOG_FORMAT, default text).",
+            show_default=False,
+        ),
+    ] = None,
+) -> None:
+    """Runs the profile builder: applies pending events to profiles until stopped.
+
+    `kindred serve` runs one already (KINDRED_WORKER_IN_PROCESS); run more for
+    throughput, on any machine that reaches the database.
+    """
+    settings = load_settings(
+        mongodb_uri=mongodb_uri,
+        data_dir=data_dir,
+        database=database,
+        worker_batch_size=batch_size,
+        log_level=log_level,
+        log_format=log_format,
+    )
+    configure_logging(settings.log_level, settings.log_format)
+    with resolved_uri(settings) as uri:
+        asyncio.run(_run_worker(uri, settings))
+
+
+async def _run_worker(uri: str, settings: Settings) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        # Finish the batch in hand, then exit.
+        loop.add_signal_handler(signum, stop.set)
+    client = create_client(uri)
+    try:
+        db = client[settings.database]
+        await ensure_indexes(db, index_registry())
+        builder = worker.build(client, settings, profile_service(db, settings))
+        await worker.run(builder, stop, poll_seconds=settings.worker_poll_seconds)
+    finally:
+        await client.close()
 
 
 @db_cli.command("status")
@@ -419,6 +491,135 @@ def traits_remove(
         err.print(f"[red]error:[/red] no declared trait is named {escape(key)}.")
         raise typer.Exit(1)
     out.print(f"Removed the declaration of {escape(key)}.")
+
+
+# --- sources and quarantine (app/ingest) ---------------------------------------
+
+
+@sources_cli.command("create")
+def sources_create(
+    name: Annotated[
+        str,
+        typer.Argument(
+            help="The source's name: 1 to 64 lowercase letters, digits, '_' or '-', "
+            "starting with a letter (e.g. `web`, `pos-eu`)."
+        ),
+    ],
+    mongodb_uri: MongoUriOption = None,
+    data_dir: DataDirOption = None,
+    database: DatabaseOption = None,
+) -> None:
+    """Creates a source and prints its write key, the last line, once."""
+    settings = load_settings(mongodb_uri=mongodb_uri, data_dir=data_dir, database=database)
+    try:
+        check_source_name(name)
+    except InvalidSourceName as exc:
+        err.print(f"[red]error:[/red] {escape(exc.message)}")
+        raise typer.Exit(2) from None
+    try:
+        created, write_key = _on_database(settings, lambda db: SourceStore(db).create(name))
+    except SourceExists as exc:
+        err.print(f"[red]error:[/red] {escape(exc.message)}")
+        raise typer.Exit(1) from None
+    out.print(f"Created source {escape(created.name)}.")
+    out.print(
+        "Its write key follows: send it as the HTTP Basic username (empty password) or as "
+        "`writeKey`. Store it now: it will not be shown again."
+    )
+    out.print(write_key, markup=False, highlight=False, soft_wrap=True)
+
+
+@sources_cli.command("list")
+def sources_list(
+    mongodb_uri: MongoUriOption = None,
+    data_dir: DataDirOption = None,
+    database: DatabaseOption = None,
+) -> None:
+    """Lists sources with their dates; never write keys."""
+    settings = load_settings(mongodb_uri=mongodb_uri, data_dir=data_dir, database=database)
+    sources = _on_database(settings, lambda db: SourceStore(db).list())
+    table = Table(title=f"sources in {escape(settings.database)}")
+    table.add_column("name", no_wrap=True)
+    table.add_column("created")
+    table.add_column("revoked")
+    for source in sources:
+        table.add_row(source.name, _when(source.created_at), _when(source.revoked_at))
+    out.print(table)
+
+
+@sources_cli.command("revoke")
+def sources_revoke(
+    name: Annotated[str, typer.Argument(help="The name of the source whose write key to revoke.")],
+    mongodb_uri: MongoUriOption = None,
+    data_dir: DataDirOption = None,
+    database: DatabaseOption = None,
+) -> None:
+    """Revokes a source's write key; a running service refuses it within 30 seconds."""
+    settings = load_settings(mongodb_uri=mongodb_uri, data_dir=data_dir, database=database)
+    if not _on_database(settings, lambda db: SourceStore(db).revoke(name)):
+        err.print(f"[red]error:[/red] no source is named {escape(name)}.")
+        raise typer.Exit(1)
+    out.print(
+        f"Revoked {escape(name)}. Running services refuse its write key within 30 seconds, "
+        "as they cache keys that long."
+    )
+
+
+@quarantine_cli.command("list")
+def quarantine_list(
+    limit: Annotated[
+        int,
+        typer.Option("--limit", min=1, max=10_000, help="Most events to show, oldest first."),
+    ] = 50,
+    mongodb_uri: MongoUriOption = None,
+    data_dir: DataDirOption = None,
+    database: DatabaseOption = None,
+) -> None:
+    """Lists quarantined events with the reason each was refused."""
+    settings = load_settings(mongodb_uri=mongodb_uri, data_dir=data_dir, database=database)
+    rows = _on_database(
+        settings, lambda db: IngestService.from_settings(db, settings).quarantined(limit=limit)
+    )
+    table = Table(title=f"quarantine in {escape(settings.database)}")
+    table.add_column("id", no_wrap=True)
+    table.add_column("source", no_wrap=True)
+    table.add_column("received", no_wrap=True)
+    table.add_column("reason", overflow="fold")
+    for row in rows:
+        table.add_row(row.id, row.source, _when(row.received_at), escape(row.reason))
+    out.print(table)
+
+
+@quarantine_cli.command("replay")
+def quarantine_replay(
+    ids: Annotated[
+        list[str] | None,
+        typer.Argument(
+            help="Ids of quarantined events, as `kindred quarantine list` shows them.",
+            show_default=False,
+        ),
+    ] = None,
+    all_: Annotated[bool, typer.Option("--all", help="Replay every quarantined event.")] = False,
+    mongodb_uri: MongoUriOption = None,
+    data_dir: DataDirOption = None,
+    database: DatabaseOption = None,
+) -> None:
+    """Re-validates quarantined events: valid ones join the event log, others stay."""
+    settings = load_settings(mongodb_uri=mongodb_uri, data_dir=data_dir, database=database)
+    if bool(ids) == all_:
+        err.print("[red]error:[/red] name quarantined event ids, or pass --all (not both).")
+        raise typer.Exit(2)
+    summary = _on_database(
+        settings,
+        lambda db: IngestService.from_settings(db, settings).replay(None if all_ else ids),
+    )
+    out.print(
+        f"Replayed {summary.replayed}: {summary.stored} stored, {summary.duplicates} already "
+        f"stored, {summary.still_invalid} still invalid."
+    )
+    if summary.not_found:
+        err.print(f"[red]error:[/red] {summary.not_found} id(s) are not in quarantine.")
+        raise typer.Exit(1)
 
 
 @cli.command()

@@ -14,10 +14,11 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pymongo.errors import PyMongoError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app import __version__
+from app import __version__, worker
 from app.deps import State
 from app.errors import install_error_handlers
 from app.graphql.schema import build_router
+from app.ingest.routes import router as ingest_router
 from app.logs import request_id_var
 from app.metrics import Metrics, route_template
 from app.mongo import create_client, ensure_indexes, index_registry
@@ -79,9 +80,10 @@ class ObservabilityMiddleware:
             request_id_var.reset(token)
 
 
-async def _prepare(state: KindredState) -> None:
+async def _prepare(state: KindredState, stop: asyncio.Event) -> None:
     # The app serves /healthz and a 503 /readyz while the database is not there
-    # yet, as an orchestrator expects; this loop makes it ready once it is.
+    # yet, as an orchestrator expects; this loop makes it ready once it is, then
+    # runs the profile builder in this process unless told not to.
     delay = 0.1
     while True:
         try:
@@ -94,7 +96,11 @@ async def _prepare(state: KindredState) -> None:
         else:
             state.ready.set()
             log.info("ready", extra={"database": state.db.name})
-            return
+            break
+    settings = state.settings
+    if settings.worker_in_process:
+        builder = worker.build(state.client, settings, state.profiles)
+        await worker.run(builder, stop, poll_seconds=settings.worker_poll_seconds)
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -112,13 +118,19 @@ def create_app(settings: Settings) -> FastAPI:
         client = create_client(uri, listeners=[metrics.db_listener])
         state = KindredState.build(settings, client, metrics)
         app.state.kindred = state
-        preparing = asyncio.create_task(_prepare(state), name="kindred-prepare")
+        stop = asyncio.Event()
+        background = asyncio.create_task(_prepare(state, stop), name="kindred-background")
         try:
             yield
         finally:
-            preparing.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await preparing
+            # Let the builder finish its batch (graceful), but do not hang shutdown.
+            stop.set()
+            try:
+                await asyncio.wait_for(asyncio.shield(background), timeout=10)
+            except TimeoutError:
+                background.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await background
             await client.close()
             log.info("stopped")
 
@@ -154,6 +166,7 @@ def create_app(settings: Settings) -> FastAPI:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     app.include_router(reads_router)
+    app.include_router(ingest_router)
     app.include_router(build_router(settings), prefix="/graphql", include_in_schema=False)
     app.add_middleware(ObservabilityMiddleware, metrics=metrics)
     return app

@@ -34,6 +34,14 @@ class Metrics:
             registry=self.registry,
         )
         self.db_listener = _CommandTimer(self.db_seconds)
+        # Ingest (app/ingest): outcome is accepted (newly stored), duplicate
+        # (messageId already stored) or rejected (quarantined or refused).
+        self.ingest_events = Counter(
+            "kindred_ingest_events",
+            "Events received over the tracking API, by source and outcome.",
+            ["source", "outcome"],
+            registry=self.registry,
+        )
 
 
 class _CommandTimer(monitoring.CommandListener):

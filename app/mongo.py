@@ -21,10 +21,11 @@ def index_registry() -> list[IndexDeclarations]:
     here is the only step needed for its indexes to exist everywhere.
     """
     from app import auth
+    from app.ingest import store as ingest_store
     from identity import store as identity_store
     from profiles import store as profile_store
 
-    return [profile_store.INDEXES, identity_store.INDEXES, auth.INDEXES]
+    return [profile_store.INDEXES, identity_store.INDEXES, auth.INDEXES, ingest_store.INDEXES]
 
 
 def create_client(

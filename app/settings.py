@@ -63,6 +63,34 @@ class Settings(BaseSettings):
     read_cache_seconds: int = Field(
         default=60, ge=0, description="Cache-Control max-age of the REST profile read."
     )
+    # Profile builder (the worker); see docs/architecture.md.
+    worker_in_process: bool = Field(
+        default=True, description="Run the profile builder inside `kindred serve`."
+    )
+    worker_batch_size: int = Field(default=500, ge=1, le=10_000, description="Events per batch.")
+    worker_lease_seconds: float = Field(
+        default=60, gt=0, description="How long a batch stays leased to a worker that went quiet."
+    )
+    worker_poll_seconds: float = Field(
+        default=0.2, gt=0, description="Pause between polls when no event is pending."
+    )
+    # Ingest (Segment-compatible tracking API); see docs/api.md.
+    ingest_max_event_bytes: int = Field(
+        default=32 * 1024, ge=1024, description="Largest event, in bytes of JSON (32 KB)."
+    )
+    ingest_max_batch_bytes: int = Field(
+        default=500 * 1024,
+        ge=1024,
+        description="Largest request body, after gzip decompression, in bytes (500 KB).",
+    )
+    ingest_max_batch_events: int = Field(
+        default=2_500, ge=1, description="Most events in one /v1/batch request."
+    )
+    events_write_concern: str = Field(
+        default="1",
+        pattern=r"^(majority|[1-9][0-9]?)$",
+        description="Write concern `w` for the event log (`1` or `majority`); always journaled.",
+    )
     embedded_cache_size: str = Field(
         default="256M",
         pattern=r"^[0-9]+[KMG]$",

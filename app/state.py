@@ -7,6 +7,9 @@ from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 
 from app.auth import Authenticator, KeyStore
+from app.ingest.service import IngestService
+from app.ingest.sources import SourceAuthenticator
+from app.ingest.store import SourceStore
 from app.metrics import Metrics
 from app.mongo import Document
 from app.settings import Settings
@@ -14,6 +17,13 @@ from identity.store import IdentityStore
 from profiles.service import ProfileService
 from profiles.store import ProfileStore
 from profiles.traits import Precedence
+
+
+def profile_service(db: AsyncDatabase[Document], settings: Settings) -> ProfileService:
+    """Returns the profile service with the configured source precedence."""
+    return ProfileService(
+        ProfileStore(db), precedence=Precedence(tuple(settings.source_precedence))
+    )
 
 
 @dataclass
@@ -27,6 +37,9 @@ class KindredState:
     authenticator: Authenticator
     profiles: ProfileService
     identities: IdentityStore
+    # Ingest: write-key checks (cached) and the event log with its quarantine.
+    sources: SourceAuthenticator
+    ingest: IngestService
     ready: asyncio.Event = field(default_factory=asyncio.Event)
 
     @classmethod
@@ -35,13 +48,14 @@ class KindredState:
     ) -> "KindredState":
         """Returns the state with every service built on the settings' database."""
         db = client[settings.database]
-        precedence = Precedence(tuple(settings.source_precedence))
         return cls(
             settings=settings,
             client=client,
             db=db,
             metrics=metrics,
             authenticator=Authenticator(KeyStore(db)),
-            profiles=ProfileService(ProfileStore(db), precedence=precedence),
+            profiles=profile_service(db, settings),
             identities=IdentityStore(db),
+            sources=SourceAuthenticator(SourceStore(db)),
+            ingest=IngestService.from_settings(db, settings),
         )

@@ -34,3 +34,25 @@ def normalise(kind: str, value: object) -> str:
 def identity_key(kind: str, value: object) -> str:
     """Returns the identity graph key `kind:normalised value`."""
     return f"{kind}:{normalise(kind, value)}"
+
+
+def email_key(value: object) -> str | None:
+    """Returns the graph key of an email, or None if it is not usable as an identifier."""
+    if not isinstance(value, str):
+        return None
+    text = unicodedata.normalize("NFKC", value).strip().casefold()
+    local, at, domain = text.rpartition("@")[0], "@" in text, text.rpartition("@")[2]
+    if not at or not local or "." not in domain or " " in text or len(text) > 254:
+        return None
+    return f"email:{text}"
+
+
+def phone_key(value: object) -> str | None:
+    """Returns the graph key of a phone number, or None if it is not usable as an identifier."""
+    if not isinstance(value, str | int) or isinstance(value, bool):
+        return None
+    text = str(value).strip()
+    digits = "".join(ch for ch in text if ch.isdigit())
+    if not 7 <= len(digits) <= 15:
+        return None
+    return f"phone:{'+' if text.startswith('+') else ''}{digits}"

@@ -146,6 +146,24 @@ class ProfileService:
         profile.traits = traits.current_traits(precedence, history)
         return profile
 
+    async def rebuild_traits(self, profile_id: str) -> None:
+        """Recomputes a profile's current traits from its whole history (after a merge)."""
+        for _attempt in range(MAX_CONFLICT_RETRIES):
+            profile = await self.store.get(profile_id)
+            if profile is None:
+                raise ProfileNotFound(f"no profile with id {profile_id!r}")
+            history = await self.store.history_for(profile_id)
+            catalog = await self.store.catalog_entries({o.key for o in history})
+            precedence = self.precedence.with_catalog(catalog.values())
+            current = traits.current_traits(precedence, history)
+            if current == profile.traits:
+                return
+            if await self.store.replace_traits(
+                profile_id, current, expected_version=profile.version, now=utcnow()
+            ):
+                return
+        raise RuntimeError(f"profile {profile_id} kept changing while its traits were rebuilt")
+
     async def define_trait(self, definition: TraitDefinition) -> TraitDefinition:
         """Declares a trait in the catalog, checking the declaration first."""
         traits.check_key(definition.key)

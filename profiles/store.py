@@ -9,6 +9,7 @@ from datetime import datetime
 from typing import Any
 
 from pymongo import ASCENDING, DESCENDING, IndexModel, UpdateOne
+from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.cursor import AsyncCursor
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError
@@ -98,6 +99,10 @@ def _trait_doc(trait: TraitValue) -> Document:
     return {"value": trait.value, "observed_at": trait.observed_at, "source": trait.source}
 
 
+def _add_identifiers(identifiers: Sequence[Identifier]) -> Document:
+    return {"identifiers": {"$each": [{"kind": i.kind, "value": i.value} for i in identifiers]}}
+
+
 def _trait_from_doc(doc: Mapping[str, Any]) -> TraitValue:
     return TraitValue(doc.get("value"), doc["observed_at"], doc["source"])
 
@@ -183,6 +188,117 @@ class ProfileStore:
             ],
             ordered=False,
         )
+
+    async def ensure_profiles(self, profile_ids: Iterable[str], *, now: datetime) -> None:
+        """Creates, empty and in one write, those of the profiles that do not exist yet."""
+        ids = list(profile_ids)
+        if not ids:
+            return
+        try:
+            await self.insert_profiles([(pid, ()) for pid in ids], now=now)
+        except BulkWriteError as exc:
+            if any(e.get("code") != DUPLICATE_KEY for e in exc.details.get("writeErrors", [])):
+                raise
+
+    async def merged_into(self, profile_ids: Iterable[str]) -> dict[str, str]:
+        """Returns, for those of the profiles that were merged away, their survivor."""
+        return {
+            doc["_id"]: doc["merged_into"]
+            async for doc in self.profiles.find(
+                {"_id": {"$in": list(set(profile_ids))}, "merged_into": {"$ne": None}},
+                {"merged_into": 1},
+            )
+        }
+
+    async def record_activity(
+        self,
+        changes: Mapping[str, tuple[Mapping[str, Any], Sequence[Identifier]]],
+        *,
+        now: datetime,
+        session: AsyncClientSession | None = None,
+    ) -> bool:
+        """Applies stats updates and adds identifiers, one bulk write for every profile.
+
+        Returns False, having changed only live profiles, if any was merged away
+        meanwhile; in a transaction the caller then aborts and resolves again.
+        """
+        requests = []
+        for profile_id, (stats_update, identifiers) in changes.items():
+            update: Document = {k: dict(v) for k, v in stats_update.items()}
+            update.setdefault("$set", {})["updated_at"] = now
+            if identifiers:
+                update["$addToSet"] = {
+                    "identifiers": {
+                        "$each": [{"kind": i.kind, "value": i.value} for i in identifiers]
+                    }
+                }
+            requests.append(UpdateOne({"_id": profile_id, "merged_into": None}, update))
+        if not requests:
+            return True
+        result = await self.profiles.bulk_write(requests, ordered=False, session=session)
+        return result.matched_count == len(requests)
+
+    async def set_stats(
+        self, profile_id: str, stats: Mapping[str, Any], *, session: AsyncClientSession | None
+    ) -> None:
+        """Replaces a profile's stats, as recomputed from its events."""
+        await self.profiles.update_one(
+            {"_id": profile_id}, {"$set": {"stats": dict(stats)}}, session=session
+        )
+
+    async def tombstone(
+        self, merged: str, survivor: str, *, now: datetime, session: AsyncClientSession
+    ) -> bool:
+        """Marks a profile as merged into a live survivor; returns False if that cannot be.
+
+        Run in a transaction: writing both documents makes two opposite merges of
+        the same pair conflict, so they can never point at each other.
+        """
+        live = await self.profiles.find_one_and_update(
+            {"_id": survivor, "merged_into": None}, {"$inc": {"version": 1}}, session=session
+        )
+        if live is None:
+            return False
+        done = await self.profiles.update_one(
+            {"_id": merged, "merged_into": {"$in": [None, survivor]}},
+            {"$set": {"merged_into": survivor, "updated_at": now}, "$inc": {"version": 1}},
+            session=session,
+        )
+        return done.matched_count == 1
+
+    async def add_identifiers(self, profile_id: str, identifiers: Sequence[Identifier]) -> None:
+        """Adds identifiers to a profile's list."""
+        if identifiers:
+            await self.profiles.update_one(
+                {"_id": profile_id}, {"$addToSet": _add_identifiers(identifiers)}
+            )
+
+    async def repoint_history(self, from_profile: str, to_profile: str) -> None:
+        """Moves a profile's trait history to another profile."""
+        await self.history.update_many(
+            {"profile_id": from_profile}, {"$set": {"profile_id": to_profile}}
+        )
+
+    async def replace_traits(
+        self,
+        profile_id: str,
+        traits: Mapping[str, TraitValue],
+        *,
+        expected_version: int,
+        now: datetime,
+    ) -> bool:
+        """Replaces all current traits if the profile is still at `expected_version`."""
+        result = await self.profiles.update_one(
+            {"_id": profile_id, "version": expected_version},
+            {
+                "$set": {
+                    "traits": {k: _trait_doc(v) for k, v in traits.items()},
+                    "updated_at": now,
+                },
+                "$inc": {"version": 1},
+            },
+        )
+        return result.matched_count == 1
 
     async def get(
         self, profile_id: str, *, trait_keys: Iterable[str] | None = None

@@ -75,6 +75,9 @@ def make_settings(mongodb_uri: str, database: str, **overrides: Any) -> Settings
         "log_format": LogFormat.TEXT,
         "host": "127.0.0.1",
         "port": 0,
+        # Tests that need the profile builder run it themselves, or turn this on.
+        "worker_in_process": False,
+        "worker_poll_seconds": 0.05,
     }
     values.update(overrides)
     return Settings(**values)

@@ -1,0 +1,318 @@
+"""The profile builder: turns pending events into profiles, one leased batch at a time.
+
+For a batch it resolves every event to a profile through the identity graph,
+creates and merges profiles as the events show, applies traits through the
+profile store's one write path, and then, in one transaction, adds the events'
+activity to the profiles' stats and marks the events applied. Every step before
+the transaction is idempotent, and the transaction makes stats count each event
+exactly once: a worker killed anywhere leaves a batch that the next one
+completes to the same result.
+"""
+
+import logging
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from pymongo import AsyncMongoClient
+from pymongo.asynchronous.client_session import AsyncClientSession
+
+from app.eventlog import EventLog
+from identity import graph
+from identity.errors import InvalidIdentifier
+from identity.normalize import email_key, identity_key, phone_key
+from identity.store import IdentityStore
+from profiles import stats as activity
+from profiles import traits as trait_rules
+from profiles.errors import KindredError
+from profiles.models import Identifier, Observation
+from profiles.service import MAX_MERGE_CHAIN, ProfileService, utcnow
+
+log = logging.getLogger(__name__)
+
+MAX_RESOLUTION_ROUNDS = 8
+GROUP_PREFIX = "group_"
+
+Document = dict[str, Any]
+
+
+class StaleAssignment(Exception):
+    """A profile the batch was resolved to was merged away meanwhile."""
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    """What one batch did."""
+
+    applied: int
+    profiles: int
+    created: int
+    merged: int
+    skipped_traits: int
+
+
+def _key(kind: str, value: object) -> str | None:
+    if value is None or value == "":
+        return None
+    try:
+        return identity_key(kind, value)
+    except InvalidIdentifier:
+        return None
+
+
+def identity_keys(event: Mapping[str, Any]) -> tuple[str, ...]:
+    """Returns the identity keys an event carries: ids, and email and phone traits."""
+    traits = event.get("traits") or {}
+    context_traits = (event.get("context") or {}).get("traits") or {}
+    keys = [
+        _key("user_id", event.get("user_id")),
+        _key("anonymous_id", event.get("anonymous_id")),
+    ]
+    if event.get("type") == "alias":
+        # The earlier id of the person, usually the anonymous id of their first visits.
+        keys.append(_key("anonymous_id", event.get("previous_id")))
+    if event.get("type") != "group":  # a group's traits describe the company
+        for source in (traits, context_traits):
+            keys.append(email_key(source.get("email")))
+            keys.append(phone_key(source.get("phone")))
+    return tuple(k for k in keys if k is not None)
+
+
+def observations_of(event: Mapping[str, Any]) -> tuple[list[Observation], int]:
+    """Returns the trait observations an event makes, and how many it had to skip as invalid."""
+    origin = f"event:{event['_id']}"
+    at, source = event["timestamp"], event["source"]
+    raw: dict[str, Any] = dict((event.get("context") or {}).get("traits") or {})
+    if event.get("type") == "identify":
+        raw.update(event.get("traits") or {})
+    elif event.get("type") == "group":
+        raw.update({GROUP_PREFIX + k: v for k, v in (event.get("traits") or {}).items()})
+        raw[GROUP_PREFIX + "id"] = event.get("group_id")
+    found, skipped = [], 0
+    for key, value in raw.items():
+        try:
+            trait_rules.check_value(trait_rules.check_key(key), value)
+        except KindredError:
+            skipped += 1  # ingest checks identify traits; `context.traits` may still hold junk
+            continue
+        found.append(Observation(key, value, at, source, origin))
+    return found, skipped
+
+
+def activity_of(event: Mapping[str, Any]) -> activity.ActivityEvent:
+    """Returns what stats need of an event."""
+    return activity.ActivityEvent(
+        type=event["type"],
+        name=event.get("event") if event["type"] == "track" else event.get("name"),
+        timestamp=event["timestamp"],
+        properties=event.get("properties") or {},
+    )
+
+
+def _identifier(key: str) -> Identifier:
+    kind, _, value = key.partition(":")
+    return Identifier(kind, value)
+
+
+class ProfileBuilder:
+    """Applies pending events to profiles; several may run at once."""
+
+    def __init__(
+        self,
+        client: AsyncMongoClient[Document],
+        *,
+        profiles: ProfileService,
+        identities: IdentityStore,
+        events: EventLog,
+        owner: str,
+        batch_size: int = 500,
+        lease: timedelta = timedelta(seconds=60),
+    ) -> None:
+        self.client = client
+        self.profiles = profiles
+        self.identities = identities
+        self.events = events
+        self.owner = owner
+        self.batch_size = batch_size
+        self.lease = lease
+
+    async def run_batch(self, *, now: datetime | None = None) -> BatchResult:
+        """Leases and applies one batch of pending events; returns what it did."""
+        started = now or utcnow()
+        await self.finish_interrupted_merges()
+        docs = await self.events.claim(
+            owner=self.owner, limit=self.batch_size, now=started, lease=self.lease
+        )
+        if not docs:
+            return BatchResult(0, 0, 0, 0, 0)
+        for _attempt in range(MAX_RESOLUTION_ROUNDS):
+            try:
+                return await self._apply(docs, now=started)
+            except StaleAssignment:
+                # A profile of this batch was merged away by another worker meanwhile:
+                # resolve again; everything done so far is idempotent.
+                continue
+        raise RuntimeError("profiles kept being merged away under this batch")
+
+    async def _apply(self, docs: Sequence[Document], *, now: datetime) -> BatchResult:
+        plan, owners = await self._resolve(docs, now=now)
+        for merge in plan.merges:
+            await self.merge(merge.survivor, merge.merged, cause=_merge_cause(merge))
+        for refused in plan.refused:
+            log.info(
+                "merge refused: two user ids",
+                extra={"profiles": list(refused.profiles), "event": refused.event_id},
+            )
+
+        by_profile: dict[str, list[Observation]] = defaultdict(list)
+        skipped = 0
+        for doc in docs:
+            found, bad = observations_of(doc)
+            by_profile[plan.assignment[doc["_id"]]].extend(found)
+            skipped += bad
+        await self.profiles.apply_batch(by_profile, now=now)
+
+        # Each profile lists every key its events carried that the graph gives it,
+        # including keys of a profile merged into it by this batch.
+        survivor_of = {m.merged: m.survivor for m in plan.merges}
+        owned = {k: survivor_of.get(p, p) for k, p in {**owners, **plan.claims}.items()}
+        claimed_keys: dict[str, list[Identifier]] = defaultdict(list)
+        for doc in docs:
+            pid = plan.assignment[doc["_id"]]
+            for key in identity_keys(doc):
+                if owned.get(key) == pid:
+                    claimed_keys[pid].append(_identifier(key))
+
+        async def finish(session: AsyncClientSession) -> int:
+            return await self._finish(docs, plan, claimed_keys, session=session, now=now)
+
+        async with self.client.start_session() as session:
+            applied = await session.with_transaction(finish)
+        return BatchResult(
+            applied=applied,
+            profiles=len(set(plan.assignment.values())),
+            created=len(plan.new_profiles),
+            merged=len(plan.merges),
+            skipped_traits=skipped,
+        )
+
+    async def _resolve(
+        self, docs: Sequence[Document], *, now: datetime
+    ) -> tuple[graph.Plan, dict[str, str]]:
+        sightings = [graph.Sighting(d["_id"], d["timestamp"], identity_keys(d)) for d in docs]
+        all_keys = {k for s in sightings for k in s.keys}
+        for _round in range(MAX_RESOLUTION_ROUNDS):
+            owners = await self._live_owners(all_keys)
+            known = set(owners.values())
+            user_ids = await self.identities.user_ids_of(known)
+            plan = graph.plan(sightings, owners, user_ids)
+            won = await self.identities.claim(plan.claims, now=now)
+            if all(won.get(k) == pid for k, pid in plan.claims.items()):
+                # Profiles whose keys we hold but that do not exist yet: new ones, and
+                # any a crashed worker claimed keys for but never created.
+                existing = await self.profiles.store.get_many(
+                    set(plan.assignment.values()), trait_keys=()
+                )
+                missing = set(plan.assignment.values()) - set(existing)
+                await self.profiles.store.ensure_profiles(sorted(missing), now=now)
+                return plan, owners
+            # Another worker claimed some key first: plan again with its claims.
+        raise RuntimeError("identity claims kept conflicting; giving up on this batch")
+
+    async def _live_owners(self, keys: set[str]) -> dict[str, str]:
+        # Keys of a merged-away profile count as its survivor's, even before a
+        # (possibly interrupted) merge re-pointed them.
+        owners = await self.identities.owners(keys)
+        for _hop in range(MAX_MERGE_CHAIN):
+            survivors = await self.profiles.store.merged_into(set(owners.values()))
+            if not survivors:
+                break
+            owners = {k: survivors.get(p, p) for k, p in owners.items()}
+        return owners
+
+    async def _finish(
+        self,
+        docs: Sequence[Document],
+        plan: graph.Plan,
+        claimed_keys: Mapping[str, Sequence[Identifier]],
+        *,
+        session: AsyncClientSession,
+        now: datetime,
+    ) -> int:
+        # Inside the transaction: only events still leased to us and pending count,
+        # so an event whose lease expired and went to another worker is not counted twice.
+        mine = await self.events.still_leased(
+            [d["_id"] for d in docs], owner=self.owner, session=session
+        )
+        grouped: dict[str, list[Document]] = defaultdict(list)
+        for doc in mine:
+            grouped[plan.assignment[doc["_id"]]].append(doc)
+        changes = {
+            pid: (
+                activity.delta_for(activity_of(d) for d in events).update_document(),
+                claimed_keys.get(pid, ()),
+            )
+            for pid, events in grouped.items()
+        }
+        if not await self.profiles.store.record_activity(changes, now=now, session=session):
+            raise StaleAssignment()
+        await self.events.mark_applied(
+            {pid: [d["_id"] for d in events] for pid, events in grouped.items()},
+            now=now,
+            session=session,
+        )
+        return len(mine)
+
+    async def merge(self, survivor: str, merged: str, *, cause: Mapping[str, Any]) -> None:
+        """Merges one profile into another, losing nothing; safe to run again after a crash."""
+        now = utcnow()
+        merge_id = await self.identities.start_merge(
+            survivor=survivor, merged=merged, cause=cause, now=now
+        )
+        await self._complete_merge(merge_id, survivor, merged)
+
+    async def finish_interrupted_merges(self) -> None:
+        """Completes merges that a killed worker left half done."""
+        for doc in await self.identities.unfinished_merges():
+            await self._complete_merge(doc["_id"], doc["survivor"], doc["merged"])
+
+    async def _complete_merge(self, merge_id: str, survivor: str, merged: str) -> None:
+        now = utcnow()
+        store = self.profiles.store
+
+        async def tombstone(session: AsyncClientSession) -> bool:
+            return await store.tombstone(merged, survivor, now=now, session=session)
+
+        # The tombstone first: from here on, readers of the old id reach the survivor.
+        async with self.client.start_session() as session:
+            if not await session.with_transaction(tombstone):
+                # Another worker merged one of the two elsewhere first.
+                await self.identities.finish_merge(merge_id, now=now, status="abandoned")
+                raise StaleAssignment()
+        keys = await self.identities.keys_of(merged)
+        await store.add_identifiers(survivor, [_identifier(k) for k in keys])
+        await self.identities.repoint(merged, survivor)
+        await store.repoint_history(merged, survivor)
+        await self.events.repoint(merged, survivor)
+        await self.profiles.rebuild_traits(survivor)
+
+        async def recount(session: AsyncClientSession) -> None:
+            events = await self.events.applied_to(survivor, session=session)
+            totals = activity.totals(activity_of(e) for e in events)
+            await store.set_stats(survivor, totals, session=session)
+
+        async with self.client.start_session() as session:
+            await session.with_transaction(recount)
+        await self.identities.finish_merge(merge_id, now=utcnow())
+        log.info("profiles merged", extra={"survivor": survivor, "merged": merged})
+
+
+def _merge_cause(merge: graph.Merge) -> dict[str, Any]:
+    return {
+        "actor": "automatic",
+        "rule": "an event carried identifiers of both profiles",
+        "event_id": merge.event_id,
+        "keys": list(merge.keys),
+    }

@@ -1,0 +1,1 @@
+"""Segment-compatible ingest: write keys, validation, the durable event log, and quarantine."""

@@ -1,0 +1,78 @@
+"""The profile builder's loop, run by `kindred worker` or inside `kindred serve`."""
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+from datetime import timedelta
+
+from pymongo import AsyncMongoClient
+from pymongo.errors import PyMongoError
+
+from app.builder import ProfileBuilder
+from app.eventlog import EventLog
+from app.mongo import Document
+from app.settings import Settings
+from identity.store import IdentityStore
+from profiles.service import ProfileService
+
+log = logging.getLogger(__name__)
+
+
+def worker_name() -> str:
+    """Returns a name unique to this process, used as the owner of its leases."""
+    return f"{socket.gethostname()}:{os.getpid()}:{os.urandom(3).hex()}"
+
+
+def build(
+    client: AsyncMongoClient[Document], settings: Settings, profiles: ProfileService
+) -> ProfileBuilder:
+    """Returns a profile builder on the settings' database."""
+    db = client[settings.database]
+    return ProfileBuilder(
+        client,
+        profiles=profiles,
+        identities=IdentityStore(db),
+        events=EventLog(db),
+        owner=worker_name(),
+        batch_size=settings.worker_batch_size,
+        lease=timedelta(seconds=settings.worker_lease_seconds),
+    )
+
+
+async def run(builder: ProfileBuilder, stop: asyncio.Event, *, poll_seconds: float) -> None:
+    """Applies batches until `stop` is set; a failed batch is retried after a pause.
+
+    A batch in progress when `stop` is set is finished first.
+    """
+    log.info("profile builder started", extra={"owner": builder.owner})
+    pause = poll_seconds
+    while not stop.is_set():
+        try:
+            result = await builder.run_batch()
+        except PyMongoError as exc:
+            # Its events stay leased until the lease ends, then any worker retries them.
+            log.warning("batch failed; retrying", extra={"error": str(exc)})
+            pause = min(pause * 2, 10.0)
+        except Exception:
+            # A bug must not stop the builder for everyone; the batch is retried later.
+            log.exception("batch failed unexpectedly; retrying")
+            pause = min(pause * 2, 10.0)
+        else:
+            if result.applied:
+                log.info(
+                    "batch applied",
+                    extra={
+                        "events": result.applied,
+                        "profiles": result.profiles,
+                        "created": result.created,
+                        "merged": result.merged,
+                    },
+                )
+                pause = poll_seconds
+                continue
+            pause = poll_seconds
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=pause)
+    log.info("profile builder stopped", extra={"owner": builder.owner})
