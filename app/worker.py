@@ -66,7 +66,7 @@ async def run(builder: ProfileBuilder, stop: asyncio.Event, *, poll_seconds: flo
                     extra={
                         "events": result.applied,
                         "profiles": result.profiles,
-                        "created": result.created,
+                        "new_profiles": result.created,
                         "merged": result.merged,
                     },
                 )

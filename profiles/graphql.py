@@ -16,6 +16,7 @@ from profiles import traits as trait_rules
 from profiles.errors import KindredError
 from profiles.models import Profile, TraitDefinition, TraitType, TraitValue
 from profiles.service import ProfileService
+from profiles.stats import readable as readable_stats
 
 
 class ProfileReadContext(Protocol):
@@ -23,6 +24,12 @@ class ProfileReadContext(Protocol):
 
     profile_service: ProfileService
     profile_by_id: DataLoader[tuple[str, tuple[str, ...] | None], Profile | None]
+
+    async def recent_events(
+        self, profile_id: str, *, first: int, before: tuple[datetime, str] | None, name: str | None
+    ) -> list[dict[str, Any]]:
+        """Returns a profile's events, newest first, after a cursor position."""
+        ...
 
 
 def to_json(value: Any) -> Any:
@@ -114,6 +121,29 @@ class TraitHistoryConnection:
 MAX_HISTORY_PAGE = 500
 
 
+@strawberry.type(name="Event", description="One event applied to the profile.")
+class EventType:
+    id: strawberry.ID
+    type: str
+    name: str | None = strawberry.field(description="The track event name, or the page name.")
+    timestamp: datetime
+    received_at: datetime
+    source: str
+    properties: JSON
+
+
+@strawberry.type
+class EventEdge:
+    cursor: str
+    node: EventType
+
+
+@strawberry.type
+class EventConnection:
+    edges: list[EventEdge]
+    page_info: PageInfo
+
+
 @strawberry.type(name="Profile", description="One person, unified across touchpoints.")
 class ProfileType:
     profile: strawberry.Private[Profile]
@@ -191,9 +221,48 @@ class ProfileType:
             ),
         )
 
+    @strawberry.field(description="Recent activity, newest first; `name` filters by event name.")
+    async def events(
+        self,
+        info: Info[ProfileReadContext, None],
+        first: int = 20,
+        after: str | None = None,
+        name: str | None = None,
+    ) -> EventConnection:
+        if not 1 <= first <= MAX_HISTORY_PAGE:
+            raise InvalidPageSize(f"first must be between 1 and {MAX_HISTORY_PAGE}")
+        position = None
+        if after is not None:
+            at, event_id = decode_cursor(after, parts=2)
+            position = (trait_rules.parse_datetime(at), event_id)
+        docs = await info.context.recent_events(
+            self.profile.id, first=first + 1, before=position, name=name
+        )
+        edges = [
+            EventEdge(
+                cursor=encode_cursor(doc["timestamp"].isoformat(), doc["_id"]),
+                node=EventType(
+                    id=strawberry.ID(doc["_id"]),
+                    type=doc["type"],
+                    name=doc.get("event") or doc.get("name"),
+                    timestamp=doc["timestamp"],
+                    received_at=doc["received_at"],
+                    source=doc["source"],
+                    properties=as_json(doc.get("properties") or {}),
+                ),
+            )
+            for doc in docs[:first]
+        ]
+        return EventConnection(
+            edges=edges,
+            page_info=PageInfo(
+                has_next_page=len(docs) > first, end_cursor=edges[-1].cursor if edges else None
+            ),
+        )
+
     @strawberry.field(description="Activity statistics: first and last seen, counts.")
     def stats(self) -> JSON:
-        return as_json(self.profile.stats)
+        return as_json(readable_stats(self.profile.stats))
 
     @strawberry.field(description="Computed scores, such as RFM.")
     def computed(self) -> JSON:

@@ -2,13 +2,15 @@
 
 from collections import defaultdict
 from collections.abc import Awaitable, Iterable, Sequence
-from typing import Protocol
+from datetime import datetime
+from typing import Any, Protocol
 
 from fastapi import Request
 from strawberry.dataloader import DataLoader
 from strawberry.fastapi import BaseContext
 
 from app.auth import ApiKey
+from app.eventlog import EventLog
 from app.state import KindredState
 from profiles.models import Profile
 
@@ -30,6 +32,12 @@ class Context(BaseContext):
         self.profile_by_identity: DataLoader[ProfileKey, Profile | None] = DataLoader(
             self._load_profiles_by_identity
         )
+
+    async def recent_events(
+        self, profile_id: str, *, first: int, before: tuple[datetime, str] | None, name: str | None
+    ) -> list[dict[str, Any]]:
+        """Returns a profile's events, newest first, after a cursor position."""
+        return await EventLog(self.db).recent(profile_id, first=first, before=before, name=name)
 
     async def _load_profiles(self, keys: Sequence[ProfileKey]) -> list[Profile | None]:
         return await _by_projection(keys, self.profile_service.store.get_many)

@@ -236,3 +236,37 @@ async def test_running_again_changes_nothing(db: Db) -> None:
     before = await _profiles(db)
     assert await drain(builder) == 0
     assert await _profiles(db) == before
+
+
+async def test_graphql_shows_recent_activity_and_readable_stats(
+    db: Db, client: Any, admin_headers: dict[str, str]
+) -> None:
+    await db[EVENTS].insert_many(
+        [
+            event("page", user_id="u1", name="Home", at=0),
+            event("track", user_id="u1", event="Product Viewed", at=1),
+            event("track", user_id="u1", event="Order Completed", properties={"revenue": 5}, at=2),
+        ]
+    )
+    await drain(builder_for(db))
+    query = """query($after: String, $name: String) {
+      profile(identity: {kind: "user_id", value: "u1"}) { ... on Profile {
+        stats
+        events(first: 2, after: $after, name: $name) {
+          edges { node { type name source properties } } pageInfo { hasNextPage endCursor } } } } }"""
+
+    async def ask(**variables: Any) -> Any:
+        response = await client.post(
+            "/graphql", json={"query": query, "variables": variables}, headers=admin_headers
+        )
+        return response.json()["data"]["profile"]
+
+    first = await ask()
+    second = await ask(after=first["events"]["pageInfo"]["endCursor"])
+    orders = await ask(name="Order Completed")
+    names = [e["node"]["name"] for e in first["events"]["edges"] + second["events"]["edges"]]
+    assert names == ["Order Completed", "Product Viewed", "Home"]
+    assert not second["events"]["pageInfo"]["hasNextPage"]
+    assert [e["node"]["properties"] for e in orders["events"]["edges"]] == [{"revenue": 5}]
+    assert first["stats"]["revenue"] == 5.0
+    assert first["stats"]["event_counts"] == {"Product Viewed": 1, "Order Completed": 1}
