@@ -253,7 +253,8 @@ async def test_graphql_shows_recent_activity_and_readable_stats(
       profile(identity: {kind: "user_id", value: "u1"}) { ... on Profile {
         stats
         events(first: 2, after: $after, name: $name) {
-          edges { node { type name source properties } } pageInfo { hasNextPage endCursor } } } } }"""
+          edges { node { type name source properties } }
+          pageInfo { hasNextPage endCursor } } } } }"""
 
     async def ask(**variables: Any) -> Any:
         response = await client.post(
@@ -270,3 +271,44 @@ async def test_graphql_shows_recent_activity_and_readable_stats(
     assert [e["node"]["properties"] for e in orders["events"]["edges"]] == [{"revenue": 5}]
     assert first["stats"]["revenue"] == 5.0
     assert first["stats"]["event_counts"] == {"Product Viewed": 1, "Order Completed": 1}
+
+
+async def test_two_workers_seeing_one_new_email_make_one_profile(db: Db) -> None:
+    await db[EVENTS].insert_many(
+        [
+            event("identify", anonymous_id="a", traits={"email": "new@example.com"}, at=0),
+            event("identify", anonymous_id="b", traits={"email": "new@example.com"}, at=0),
+        ]
+    )
+    await asyncio.gather(drain(builder_for(db, batch_size=1)), drain(builder_for(db, batch_size=1)))
+    await drain(builder_for(db))
+    [profile] = await _profiles(db)
+    assert await _owner(db, "anonymous_id:a") == await _owner(db, "anonymous_id:b")
+    assert profile["stats"]["event_count"] == 2
+
+
+async def test_a_batch_sent_again_changes_nothing(db: Db, client: Any) -> None:
+    from app.ingest.store import SourceStore
+
+    _, write_key = await SourceStore(db).create("web")
+    batch = {
+        "writeKey": write_key,
+        "batch": [
+            {"type": "identify", "userId": "u1", "messageId": "m1", "traits": {"plan": "pro"}},
+            {
+                "type": "track",
+                "userId": "u1",
+                "messageId": "m2",
+                "event": "Order Completed",
+                "properties": {"revenue": 12},
+            },
+        ],
+    }
+    assert (await client.post("/v1/batch", json=batch)).status_code == 200
+    await drain(builder_for(db))
+    before = await _profiles(db)
+    assert (await client.post("/v1/batch", json=batch)).status_code == 200
+    await drain(builder_for(db))
+    assert await _profiles(db) == before
+    assert await db[EVENTS].count_documents({}) == 2
+    assert before[0]["stats"]["orders"] == 1
