@@ -29,6 +29,8 @@ from strawberry.types.nodes import FragmentSpread, InlineFragment, Selection
 from app import __version__
 from app.auth import Scope
 from app.graphql.context import Context, get_context
+from app.ingest.models import QuarantinedEvent as QuarantinedEventRow
+from app.ingest.service import ReplaySummary
 from app.settings import Environment, Settings
 from identity.errors import InvalidIdentifier
 from identity.normalize import identity_key
@@ -89,6 +91,62 @@ class Health:
 
     ready: bool
     database: DatabaseStatus
+
+
+@strawberry.type(description="A rejected event kept for review and replay.")
+class QuarantinedEvent:
+    id: strawberry.ID
+    source: str
+    received_at: datetime
+    reason: str
+    message_id: str | None
+    raw: str = strawberry.field(description="The event as received, as a JSON string.")
+    replayed_at: datetime | None = strawberry.field(
+        description="When a replay last found it still invalid; null if never replayed."
+    )
+
+    @classmethod
+    def of(cls, row: QuarantinedEventRow) -> "QuarantinedEvent":
+        return cls(
+            id=strawberry.ID(row.id),
+            source=row.source,
+            received_at=row.received_at,
+            reason=row.reason,
+            message_id=row.message_id,
+            raw=row.raw,
+            replayed_at=row.replayed_at,
+        )
+
+
+@strawberry.type
+class QuarantineEdge:
+    cursor: str
+    node: QuarantinedEvent
+
+
+@strawberry.type
+class QuarantineConnection:
+    edges: list[QuarantineEdge]
+    page_info: PageInfo
+
+
+@strawberry.type(description="What a quarantine replay did.")
+class ReplayResult:
+    stored: int = strawberry.field(description="Events now in the event log.")
+    duplicates: int = strawberry.field(description="Events whose messageId was stored already.")
+    still_invalid: int = strawberry.field(description="Events kept, with their new reason.")
+    not_found: int = strawberry.field(description="Ids that are not in quarantine.")
+    replayed: int = strawberry.field(description="Quarantined events looked at.")
+
+    @classmethod
+    def of(cls, summary: ReplaySummary) -> "ReplayResult":
+        return cls(
+            stored=summary.stored,
+            duplicates=summary.duplicates,
+            still_invalid=summary.still_invalid,
+            not_found=summary.not_found,
+            replayed=summary.replayed,
+        )
 
 
 async def _follow_merges(
@@ -226,6 +284,30 @@ class Query:
         entries = await info.context.profile_service.store.catalog_entries()
         return [TraitDefinitionType.of(d) for d in entries.values()]
 
+    @strawberry.field(
+        permission_classes=ADMIN,
+        description="Quarantined events, oldest first, a page at a time (Relay-style cursors).",
+    )
+    async def quarantine(
+        self, info: Info[Context, None], first: int = 50, after: str | None = None
+    ) -> QuarantineConnection:
+        limit = info.context.state.settings.graphql_max_page
+        if not 1 <= first <= limit:
+            raise InvalidPageSize(f"first must be between 1 and {limit}")
+        after_id = decode_cursor(after, parts=1)[0] if after is not None else None
+        # One more than asked tells whether another page follows.
+        rows = await info.context.state.ingest.quarantined(limit=first + 1, after=after_id)
+        edges = [
+            QuarantineEdge(cursor=encode_cursor(row.id), node=QuarantinedEvent.of(row))
+            for row in rows[:first]
+        ]
+        return QuarantineConnection(
+            edges=edges,
+            page_info=PageInfo(
+                has_next_page=len(rows) > first, end_cursor=edges[-1].cursor if edges else None
+            ),
+        )
+
 
 @strawberry.type
 class Mutation:
@@ -248,6 +330,17 @@ class Mutation:
         return await info.context.profile_service.store.delete_catalog_entry(
             trait_rules.check_key(key)
         )
+
+    @strawberry.mutation(
+        permission_classes=ADMIN,
+        description="Validates quarantined events again (these ids, or all of them when absent); "
+        "valid ones join the event log and leave quarantine.",
+    )
+    async def replay_quarantine(
+        self, info: Info[Context, None], ids: list[strawberry.ID] | None = None
+    ) -> ReplayResult:
+        wanted = None if ids is None else [str(i) for i in ids]
+        return ReplayResult.of(await info.context.state.ingest.replay(wanted))
 
 
 class KindredErrorCodes(SchemaExtension):
