@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -128,9 +129,9 @@ def test_mongo_healthcheck_initiates_the_same_replica_set() -> None:
     assert hosts == [f"mongo:{_mongo_port()}"]
 
 
-def test_api_reaches_mongo_by_service_name_and_replica_set() -> None:
-    api = _service("api")
-    uri = urlsplit(_environment(api)["KINDRED_MONGODB_URI"])
+@pytest.mark.parametrize("name", ["api", "worker"])
+def test_api_and_worker_reach_mongo_by_service_name_and_replica_set(name: str) -> None:
+    uri = urlsplit(_environment(_service(name))["KINDRED_MONGODB_URI"])
     assert uri.scheme == "mongodb"
     assert uri.hostname == "mongo"
     assert uri.hostname in _compose()["services"]
@@ -138,8 +139,9 @@ def test_api_reaches_mongo_by_service_name_and_replica_set() -> None:
     assert parse_qs(uri.query).get("replicaSet") == [_replica_set_name()]
 
 
-def test_api_waits_for_a_healthy_mongo() -> None:
-    depends_on = _service("api")["depends_on"]
+@pytest.mark.parametrize("name", ["api", "worker"])
+def test_api_and_worker_wait_for_a_healthy_mongo(name: str) -> None:
+    depends_on = _service(name)["depends_on"]
     assert isinstance(depends_on, dict), "depends_on needs the long form to set a condition"
     assert depends_on["mongo"]["condition"] == "service_healthy"
 
@@ -207,3 +209,13 @@ def test_api_publishes_the_port_kindred_listens_on() -> None:
     assert _environment(_service("api")).get("KINDRED_PORT", port) == port
     published = [str(p).rsplit(":", 1)[-1].split("/")[0] for p in _service("api")["ports"]]
     assert port in published
+
+
+def test_worker_runs_the_profile_builder_from_the_same_image() -> None:
+    worker = _service("worker")
+    assert worker["command"] == ["kindred", "worker"]
+    assert worker["build"] == _service("api")["build"]
+    assert (
+        _environment(worker)["KINDRED_DATABASE"]
+        == _environment(_service("api"))["KINDRED_DATABASE"]
+    )
