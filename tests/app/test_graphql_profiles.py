@@ -7,30 +7,15 @@ import httpx
 from fastapi import FastAPI
 from pymongo.asynchronous.database import AsyncDatabase
 
-from app.auth import KeyStore, Scope
+from app.auth import Scope
 from profiles.models import Observation
 from profiles.service import ProfileService
 from profiles.store import ProfileStore
 from tests.conftest import AppFactory, http_client, make_settings
 from tests.fixtures.factories import T0, seed_profile
+from tests.fixtures.graphql import gql, key_headers
 
 Db = AsyncDatabase[dict[str, Any]]
-
-
-async def gql(
-    client: httpx.AsyncClient, headers: dict[str, str], query: str, **variables: Any
-) -> dict[str, Any]:
-    response = await client.post(
-        "/graphql", json={"query": query, "variables": variables}, headers=headers
-    )
-    assert response.status_code == 200, response.text
-    body: dict[str, Any] = response.json()
-    return body
-
-
-async def key_headers(db: Db, *scopes: Scope) -> dict[str, str]:
-    _, secret = await KeyStore(db).create(name="test", scopes=scopes)
-    return {"authorization": f"Bearer {secret}"}
 
 
 BY_EMAIL = """

@@ -10,6 +10,7 @@ from app.auth import KeyStore, Scope
 from app.ingest.store import EventStore, SourceStore, now_ms
 from app.mongo import Document
 from tests.app.ingest.conftest import all_docs, basic
+from tests.fixtures.graphql import gql
 
 Db = AsyncDatabase[Document]
 
@@ -27,17 +28,6 @@ mutation($ids: [ID!]) {
 }"""
 
 MISSING_EVENT = "event: required for track events"
-
-
-async def gql(
-    client: httpx.AsyncClient, headers: dict[str, str], query: str, **variables: Any
-) -> dict[str, Any]:
-    response = await client.post(
-        "/graphql", json={"query": query, "variables": variables}, headers=headers
-    )
-    assert response.status_code == 200, response.text
-    body: dict[str, Any] = response.json()
-    return body
 
 
 async def quarantine_by_batch(client: httpx.AsyncClient, db: Db, *message_ids: str) -> None:
