@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 from http import HTTPStatus
-from typing import Annotated, Any, ClassVar
+from typing import Annotated, Any, ClassVar, Generic, TypeVar
 
 from fastapi import Depends, Request
 from pymongo import ASCENDING, IndexModel
@@ -188,6 +188,49 @@ class KeyStore:
         return [_from_document(doc) async for doc in cursor]
 
 
+T = TypeVar("T")
+
+
+class VerifiedCache(Generic[T]):
+    """Answers of a secret check, kept in this process for a while, keyed by the secret's hash.
+
+    A positive answer lives `ttl` seconds (so a revoked secret keeps working that
+    long here); a negative one `negative_ttl`, so a secret created elsewhere is
+    accepted within seconds. The oldest entry makes room once `max_entries` are held.
+    """
+
+    def __init__(
+        self,
+        *,
+        ttl: float = 30.0,
+        negative_ttl: float = 2.0,
+        max_entries: int = 10_000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._ttl = ttl
+        self._negative_ttl = negative_ttl
+        self._max_entries = max_entries
+        self._clock = clock
+        self._entries: dict[str, tuple[float, T | None]] = {}
+
+    def get(self, digest: str) -> tuple[bool, T | None]:
+        """Returns (found, answer); `found` is False when nothing fresh is cached."""
+        entry = self._entries.get(digest)
+        if entry is None or entry[0] <= self._clock():
+            return False, None
+        return True, entry[1]
+
+    def put(self, digest: str, answer: T | None) -> None:
+        """Remembers an answer (None for an unknown secret)."""
+        self._entries.pop(digest, None)
+        # Dropping the oldest entry keeps the bound O(1); a flood of unknown keys
+        # can only push out entries that the next lookup refills.
+        while len(self._entries) >= self._max_entries:
+            del self._entries[next(iter(self._entries))]
+        ttl = self._negative_ttl if answer is None else self._ttl
+        self._entries[digest] = (self._clock() + ttl, answer)
+
+
 class Authenticator:
     """Turns an `Authorization` header into an `ApiKey`, caching answers in this process.
 
@@ -206,39 +249,23 @@ class Authenticator:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._store = store
-        self._ttl = ttl
-        self._negative_ttl = negative_ttl
-        self._max_entries = max_entries
-        self._clock = clock
-        # Keyed by the secret's hash so the cache never holds a secret; values are
-        # (expiry on `clock`, key or None), in insertion order for eviction.
-        self._cache: dict[str, tuple[float, ApiKey | None]] = {}
+        self._cache = VerifiedCache[ApiKey](
+            ttl=ttl, negative_ttl=negative_ttl, max_entries=max_entries, clock=clock
+        )
 
     async def authenticate(self, authorization_header: str | None) -> ApiKey:
         """Returns the key a `Bearer` header names, or raises `Unauthorized`."""
         secret = _bearer_secret(authorization_header)
         digest = hash_secret(secret)
-        now = self._clock()
-        cached = self._cache.get(digest)
-        if cached is not None and cached[0] > now:
-            key = cached[1]
-        else:
+        found, key = self._cache.get(digest)
+        if not found:
             key = await self._store.verify(secret)
-            self._remember(digest, key, now)
+            self._cache.put(digest, key)
         if key is None:
             raise Unauthorized(
                 "Unknown or revoked API key; send a valid `Authorization: Bearer <key>` header."
             )
         return key
-
-    def _remember(self, digest: str, key: ApiKey | None, now: float) -> None:
-        self._cache.pop(digest, None)
-        # Dropping the oldest entry keeps the bound O(1); a flood of unknown keys
-        # can only push out entries that the next lookup refills.
-        while len(self._cache) >= self._max_entries:
-            del self._cache[next(iter(self._cache))]
-        ttl = self._negative_ttl if key is None else self._ttl
-        self._cache[digest] = (now + ttl, key)
 
 
 def _bearer_secret(authorization_header: str | None) -> str:

@@ -3,16 +3,11 @@
 import base64
 import binascii
 import re
-import time
-from collections.abc import Callable
-from typing import Generic, TypeVar
 
-from app.auth import hash_secret
+from app.auth import VerifiedCache, hash_secret
 from app.ingest.errors import InvalidWriteKey
 from app.ingest.models import Source
 from app.ingest.store import WRITE_KEY_PREFIX, SourceStore
-
-T = TypeVar("T")
 
 # Loose on length so a future, longer key still parses; strict on alphabet so a
 # value that cannot be a write key is refused without a database round trip.
@@ -22,46 +17,6 @@ HOW_TO_SEND = (
     "send the source's write key as the HTTP Basic username with an empty password, "
     "or as `writeKey` in the body"
 )
-
-
-class VerifiedCache(Generic[T]):
-    """Answers of a secret check, kept in this process for a while, keyed by the secret's hash.
-
-    A positive answer lives `ttl` seconds (so a revoked secret keeps working that
-    long here); a negative one `negative_ttl`, so a secret created elsewhere is
-    accepted within seconds. The oldest entry makes room once `max_entries` are held.
-    """
-
-    def __init__(
-        self,
-        *,
-        ttl: float = 30.0,
-        negative_ttl: float = 2.0,
-        max_entries: int = 10_000,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self._ttl = ttl
-        self._negative_ttl = negative_ttl
-        self._max_entries = max_entries
-        self._clock = clock
-        self._entries: dict[str, tuple[float, T | None]] = {}
-
-    def get(self, digest: str) -> tuple[bool, T | None]:
-        """Returns (found, answer); `found` is False when nothing fresh is cached."""
-        entry = self._entries.get(digest)
-        if entry is None or entry[0] <= self._clock():
-            return False, None
-        return True, entry[1]
-
-    def put(self, digest: str, answer: T | None) -> None:
-        """Remembers an answer (None for an unknown secret)."""
-        self._entries.pop(digest, None)
-        # Dropping the oldest entry keeps the bound O(1); a flood of unknown keys
-        # can only push out entries that the next lookup refills.
-        while len(self._entries) >= self._max_entries:
-            del self._entries[next(iter(self._entries))]
-        ttl = self._negative_ttl if answer is None else self._ttl
-        self._entries[digest] = (self._clock() + ttl, answer)
 
 
 def basic_username(authorization: str | None) -> str | None:
