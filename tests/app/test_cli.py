@@ -66,13 +66,23 @@ class Serve:
 @pytest.fixture
 def serve(tmp_path: Path) -> Iterator[Serve]:
     proc = Serve(tmp_path / "data")
+    server_pid = None
     try:
         assert _wait_for(proc.ready, 60), proc.log.read_text()
+        server_pid = proc.server_pid()
         yield proc
     finally:
+        # Stop as a user would, so Kindred stops its database in order.
         if proc.process.poll() is None:
-            proc.process.kill()
-        proc.process.wait()
+            proc.process.send_signal(signal.SIGINT)
+            try:
+                proc.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.process.kill()
+                proc.process.wait()
+        if server_pid is not None and not _wait_for(lambda: not _alive(server_pid), 15):
+            os.kill(server_pid, signal.SIGKILL)
+            pytest.fail(f"the embedded database {server_pid} outlived kindred serve")
 
 
 def test_ctrl_c_stops_the_service_and_its_database(serve: Serve) -> None:
