@@ -62,8 +62,8 @@ def _key(kind: str, value: object) -> str | None:
         return None
 
 
-def identity_keys(event: Mapping[str, Any]) -> tuple[str, ...]:
-    """Returns the identity keys an event carries: ids, and email and phone traits."""
+def identity_keys(event: Mapping[str, Any], *, region: str = "US") -> tuple[str, ...]:
+    """Returns the identity keys an event carries: ids, and valid email and phone traits."""
     traits = event.get("traits") or {}
     context_traits = (event.get("context") or {}).get("traits") or {}
     keys = [
@@ -76,7 +76,7 @@ def identity_keys(event: Mapping[str, Any]) -> tuple[str, ...]:
     if event.get("type") != "group":  # a group's traits describe the company
         for source in (traits, context_traits):
             keys.append(email_key(source.get("email")))
-            keys.append(phone_key(source.get("phone")))
+            keys.append(phone_key(source.get("phone"), region=region))
     return tuple(k for k in keys if k is not None)
 
 
@@ -129,6 +129,7 @@ class ProfileBuilder:
         owner: str,
         batch_size: int = 500,
         lease: timedelta = timedelta(seconds=60),
+        phone_region: str = "US",
     ) -> None:
         self.client = client
         self.profiles = profiles
@@ -137,6 +138,7 @@ class ProfileBuilder:
         self.owner = owner
         self.batch_size = batch_size
         self.lease = lease
+        self.phone_region = phone_region
 
     async def run_batch(self, *, now: datetime | None = None) -> BatchResult:
         """Leases and applies one batch of pending events; returns what it did."""
@@ -181,7 +183,7 @@ class ProfileBuilder:
         claimed_keys: dict[str, list[Identifier]] = defaultdict(list)
         for doc in docs:
             pid = plan.assignment[doc["_id"]]
-            for key in identity_keys(doc):
+            for key in identity_keys(doc, region=self.phone_region):
                 if owned.get(key) == pid:
                     claimed_keys[pid].append(_identifier(key))
 
@@ -201,7 +203,10 @@ class ProfileBuilder:
     async def _resolve(
         self, docs: Sequence[Document], *, now: datetime
     ) -> tuple[graph.Plan, dict[str, str]]:
-        sightings = [graph.Sighting(d["_id"], d["timestamp"], identity_keys(d)) for d in docs]
+        sightings = [
+            graph.Sighting(d["_id"], d["timestamp"], identity_keys(d, region=self.phone_region))
+            for d in docs
+        ]
         all_keys = {k for s in sightings for k in s.keys}
         for _round in range(MAX_RESOLUTION_ROUNDS):
             owners = await self._live_owners(all_keys)

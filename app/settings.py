@@ -63,6 +63,11 @@ class Settings(BaseSettings):
     read_cache_seconds: int = Field(
         default=60, ge=0, description="Cache-Control max-age of the REST profile read."
     )
+    phone_default_region: str = Field(
+        default="US",
+        pattern=r"^[A-Z]{2}$",
+        description="Region (ISO 3166 alpha-2) for phone numbers given without a country code.",
+    )
     # Profile builder (the worker); see docs/architecture.md.
     worker_in_process: bool = Field(
         default=True, description="Run the profile builder inside `kindred serve`."

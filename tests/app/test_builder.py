@@ -312,3 +312,17 @@ async def test_a_batch_sent_again_changes_nothing(db: Db, client: Any) -> None:
     assert await _profiles(db) == before
     assert await db[EVENTS].count_documents({}) == 2
     assert before[0]["stats"]["orders"] == 1
+
+
+async def test_an_invalid_email_stays_a_trait_but_never_links_people(db: Db) -> None:
+    await db[EVENTS].insert_many(
+        [
+            event("identify", user_id="u1", traits={"email": "not-an-email", "phone": "12"}),
+            event("identify", user_id="u2", traits={"email": "not-an-email"}, at=1),
+        ]
+    )
+    await drain(builder_for(db))
+    profiles = await _profiles(db)
+    assert len(profiles) == 2
+    assert all(p["traits"]["email"]["value"] == "not-an-email" for p in profiles)
+    assert await db[IDENTITIES].count_documents({"kind": {"$in": ["email", "phone"]}}) == 0
