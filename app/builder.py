@@ -248,9 +248,7 @@ class ProfileBuilder:
     ) -> int:
         # Inside the transaction: only events still leased to us and pending count,
         # so an event whose lease expired and went to another worker is not counted twice.
-        mine = await self.events.still_leased(
-            [d["_id"] for d in docs], owner=self.owner, session=session
-        )
+        mine = await self.events.still_leased(docs, owner=self.owner, session=session)
         grouped: dict[str, list[Document]] = defaultdict(list)
         for doc in mine:
             grouped[plan.assignment[doc["_id"]]].append(doc)

@@ -5,7 +5,7 @@ finishes them. A lease lets several workers run at once without applying an
 event twice, and lets an event of a killed worker go to another after expiry.
 """
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -13,9 +13,12 @@ from pymongo import ASCENDING, DESCENDING, UpdateMany
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
 
+from app.ingest.models import EventStatus
+
 EVENTS = "events"
-PENDING = "pending"
-APPLIED = "applied"
+PENDING = EventStatus.PENDING.value
+LEASED = EventStatus.LEASED.value
+APPLIED = EventStatus.APPLIED.value
 
 Document = dict[str, Any]
 
@@ -34,6 +37,7 @@ BUILDER_FIELDS = {
     "context.traits": 1,
     "properties": 1,
     "timestamp": 1,
+    "received_at": 1,
 }
 
 
@@ -46,45 +50,54 @@ class EventLog:
     async def claim(
         self, *, owner: str, limit: int, now: datetime, lease: timedelta
     ) -> list[Document]:
-        """Leases up to `limit` pending events, oldest first, and returns them."""
-        free: Document = {
-            "status": PENDING,
-            "$or": [{"lease_until": None}, {"lease_until": {"$lt": now}}],
-        }
-        candidates = [
-            doc["_id"]
-            async for doc in self.events.find(free, {"_id": 1})
+        """Leases up to about `limit` pending events, oldest first, and returns them.
+
+        Every query here is an equality on `status` plus a range or sort on
+        `received_at`, so it runs on the (status, received_at) index however long
+        the log grows. (A `$in` over ids with more conditions made SecantusDB scan
+        every event ever received.)
+        """
+        await self._release_expired(now)
+        window = [
+            doc["received_at"]
+            async for doc in self.events.find({"status": PENDING}, {"received_at": 1})
             .sort("received_at", ASCENDING)
             .limit(limit)
         ]
-        if not candidates:
+        if not window:
             return []
-        # Another worker may lease some of these between our read and this write;
-        # the filter makes each event go to exactly one of us.
+        span = {"$gte": window[0], "$lte": window[-1]}
+        # Whatever another worker leased first is no longer pending: each event
+        # goes to exactly one of us.
         await self.events.update_many(
-            {"_id": {"$in": candidates}, **free},
-            {"$set": {"lease_owner": owner, "lease_until": now + lease}},
+            {"status": PENDING, "received_at": span},
+            {"$set": {"status": LEASED, "lease_owner": owner, "lease_until": now + lease}},
         )
-        return [
-            doc
-            async for doc in self.events.find(
-                {"_id": {"$in": candidates}, "lease_owner": owner, "status": PENDING},
-                BUILDER_FIELDS,
-            )
-        ]
+        return await self._leased(owner, span)
+
+    async def _release_expired(self, now: datetime) -> None:
+        # A killed worker's events go back to the pool once its lease ends.
+        await self.events.update_many(
+            {"status": LEASED, "lease_until": {"$lt": now}},
+            {"$set": {"status": PENDING}, "$unset": {"lease_owner": "", "lease_until": ""}},
+        )
+
+    async def _leased(
+        self, owner: str, span: Document, session: AsyncClientSession | None = None
+    ) -> list[Document]:
+        query = {"status": LEASED, "received_at": span, "lease_owner": owner}
+        return [doc async for doc in self.events.find(query, BUILDER_FIELDS, session=session)]
 
     async def still_leased(
-        self, event_ids: Iterable[str], *, owner: str, session: AsyncClientSession
+        self, events: Sequence[Document], *, owner: str, session: AsyncClientSession
     ) -> list[Document]:
-        """Returns those of the events this owner still holds, pending, inside a transaction."""
-        return [
-            doc
-            async for doc in self.events.find(
-                {"_id": {"$in": list(event_ids)}, "lease_owner": owner, "status": PENDING},
-                BUILDER_FIELDS,
-                session=session,
-            )
-        ]
+        """Returns those of the events this owner still holds, inside a transaction."""
+        if not events:
+            return []
+        times = [doc["received_at"] for doc in events]
+        ids = {doc["_id"] for doc in events}
+        span = {"$gte": min(times), "$lte": max(times)}
+        return [doc for doc in await self._leased(owner, span, session) if doc["_id"] in ids]
 
     async def mark_applied(
         self, assignment: Mapping[str, Sequence[str]], *, now: datetime, session: AsyncClientSession
@@ -121,8 +134,8 @@ class EventLog:
         ]
 
     async def pending_count(self) -> int:
-        """Returns how many events wait to be applied."""
-        return await self.events.count_documents({"status": PENDING})
+        """Returns how many events wait to be applied, leased ones included."""
+        return await self.events.count_documents({"status": {"$in": [PENDING, LEASED]}})
 
     async def recent(
         self, profile_id: str, *, first: int, before: tuple[datetime, str] | None, name: str | None

@@ -54,6 +54,7 @@ class EventStatus(StrEnum):
     """Where an event is in the profile builder's hands; ingest writes `pending`."""
 
     PENDING = "pending"
+    LEASED = "leased"  # a worker holds it until `lease_until`
     APPLIED = "applied"
 
 
