@@ -5,6 +5,7 @@ finishes them. A lease lets several workers run at once without applying an
 event twice, and lets an event of a killed worker go to another after expiry.
 """
 
+import time
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
@@ -21,6 +22,11 @@ LEASED = EventStatus.LEASED.value
 APPLIED = EventStatus.APPLIED.value
 
 Document = dict[str, Any]
+
+# The first probe for pending events covers this much `received_at`; each empty
+# probe doubles it. The floor is looked up afresh this often.
+FIRST_PROBE = timedelta(seconds=1)
+FLOOR_RECHECK_S = 30.0
 
 # What the builder reads of an event.
 BUILDER_FIELDS = {
@@ -46,26 +52,33 @@ class EventLog:
 
     def __init__(self, db: AsyncDatabase[Document]) -> None:
         self.events = db[EVENTS]
+        # Where this worker's next search for pending events starts.
+        self._floor: datetime | None = None
+        self._floor_expires = 0.0
 
     async def claim(
         self, *, owner: str, limit: int, now: datetime, lease: timedelta
     ) -> list[Document]:
         """Leases up to about `limit` pending events, oldest first, and returns them.
 
-        Every query here is an equality on `status` plus a range or sort on
-        `received_at`, so it runs on the (status, received_at) index however long
-        the log grows. (A `$in` over ids with more conditions made SecantusDB scan
-        every event ever received.)
+        Every query here is an equality on `status` plus a *bounded* range on
+        `received_at`, so it stays cheap however long the log and the backlog
+        grow: SecantusDB reads every match of an unbounded query before applying
+        a limit, and scans the whole collection for an `_id` `$in` with other
+        conditions.
         """
-        await self._release_expired(now)
-        window = [
-            doc["received_at"]
-            async for doc in self.events.find({"status": PENDING}, {"received_at": 1})
-            .sort("received_at", ASCENDING)
-            .limit(limit)
-        ]
+        if await self._release_expired(now):
+            self._floor = None
+        if self._floor is None or time.monotonic() > self._floor_expires:
+            # Cheap when little is pending, which is when it runs unprompted; every
+            # 30 s it also catches events committed late with an older `received_at`.
+            self._floor = await self._oldest_pending()
+            self._floor_expires = time.monotonic() + FLOOR_RECHECK_S
+        window = await self._pending_window(limit, now)
         if not window:
+            self._floor = None
             return []
+        self._floor = window[0]
         span = {"$gte": window[0], "$lte": window[-1]}
         # Whatever another worker leased first is no longer pending: each event
         # goes to exactly one of us.
@@ -75,12 +88,39 @@ class EventLog:
         )
         return await self._leased(owner, span)
 
-    async def _release_expired(self, now: datetime) -> None:
+    async def _oldest_pending(self) -> datetime | None:
+        doc = await self.events.find_one(
+            {"status": PENDING}, {"received_at": 1}, sort=[("received_at", ASCENDING)]
+        )
+        return None if doc is None else doc["received_at"]
+
+    async def _pending_window(self, limit: int, now: datetime) -> list[datetime]:
+        """Returns when the oldest pending events arrived, probing forward from the floor."""
+        if self._floor is None:
+            return []
+        start, step = self._floor, FIRST_PROBE
+        while start <= now + FIRST_PROBE:
+            found = [
+                doc["received_at"]
+                async for doc in self.events.find(
+                    {"status": PENDING, "received_at": {"$gte": start, "$lt": start + step}},
+                    {"received_at": 1},
+                )
+                .sort("received_at", ASCENDING)
+                .limit(limit)
+            ]
+            if found:
+                return found
+            start, step = start + step, step * 2
+        return []
+
+    async def _release_expired(self, now: datetime) -> bool:
         # A killed worker's events go back to the pool once its lease ends.
-        await self.events.update_many(
+        result = await self.events.update_many(
             {"status": LEASED, "lease_until": {"$lt": now}},
             {"$set": {"status": PENDING}, "$unset": {"lease_owner": "", "lease_until": ""}},
         )
+        return result.modified_count > 0
 
     async def _leased(
         self, owner: str, span: Document, session: AsyncClientSession | None = None
