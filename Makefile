@@ -16,8 +16,9 @@ $(BIN)/.installed-dev: pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[embedded,dev]'
 	touch $(BIN)/.installed-run $@
 
+# --demo: on a database that never had it, load the demo data once the server is ready.
 run: $(BIN)/.installed-run
-	$(BIN)/kindred serve
+	$(BIN)/kindred serve --demo
 
 test: lint typecheck pytest
 

@@ -6,10 +6,10 @@ import gc
 import signal
 import sys
 from collections.abc import Awaitable, Callable, Iterator
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 import uvicorn
@@ -17,6 +17,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import PyMongoError
 from rich.console import Console
 from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 from rich.table import Table
 
 from app import __version__, worker
@@ -42,6 +43,10 @@ from profiles.errors import KindredError
 from profiles.models import TraitDefinition, TraitType
 from profiles.service import ProfileService
 from profiles.store import ProfileStore
+
+if TYPE_CHECKING:
+    # Imported where used: the Segment SDK it loads slows every other command's start.
+    from app.demo import FirstStartLoader
 
 T = TypeVar("T")
 
@@ -162,6 +167,14 @@ def serve(
             show_default=False,
         ),
     ] = None,
+    demo: Annotated[
+        bool,
+        typer.Option(
+            "--demo",
+            help="Once ready, load the demo data (`kindred demo`) in the background, unless "
+            "the database has a `demo` source already. `make run` passes it.",
+        ),
+    ] = False,
 ) -> None:
     """Runs the HTTP and GraphQL service; starts the embedded database when no URI is set."""
     from app.main import create_app
@@ -179,6 +192,7 @@ def serve(
     configure_logging(settings.log_level, settings.log_format)
     signal.signal(signal.SIGTERM, _raise_system_exit)
     embedded: EmbeddedServer | None = None
+    demo_loader: FirstStartLoader | None = None
     try:
         if settings.embedded:
             embedded = EmbeddedServer(settings.data_dir, cache_size=settings.embedded_cache_size)
@@ -194,6 +208,12 @@ def serve(
         config = uvicorn.Config(
             app, host=settings.host, port=settings.port, log_config=None, lifespan="on"
         )
+        if demo:
+            from app import demo as demo_data
+
+            # Its own thread and SDK client: the server serves while the demo loads.
+            demo_loader = demo_data.FirstStartLoader(settings)
+            demo_loader.start()
         # Everything built so far lives as long as the process: keep the cyclic
         # garbage collector from rescanning it, which shortens its pauses.
         gc.freeze()
@@ -201,6 +221,8 @@ def serve(
     except KeyboardInterrupt:
         pass
     finally:
+        if demo_loader is not None:
+            demo_loader.stop()
         if embedded is not None:
             embedded.stop()
 
@@ -620,6 +642,84 @@ def quarantine_replay(
     if summary.not_found:
         err.print(f"[red]error:[/red] {summary.not_found} id(s) are not in quarantine.")
         raise typer.Exit(1)
+
+
+# --- demo data (app/demo.py) -------------------------------------------------------------
+
+
+@cli.command("demo")
+def demo_command(
+    people: Annotated[
+        int, typer.Option(min=1, max=100_000, help="How many people (customer records).")
+    ] = 2_000,
+    days: Annotated[int, typer.Option(min=1, max=3_650, help="Days of history, ending now.")] = 90,
+    seed: Annotated[
+        int, typer.Option(help="The same seed gives the same people, events and message ids.")
+    ] = 1,
+    url: Annotated[
+        str | None,
+        typer.Option(
+            help="Base URL of the running Kindred (default: KINDRED_HOST and KINDRED_PORT, "
+            "http://127.0.0.1:8000).",
+            show_default=False,
+        ),
+    ] = None,
+    write_key: Annotated[
+        str | None,
+        typer.Option(
+            "--write-key",
+            help="Send with this source's write key. Without it, a source `demo` (or "
+            "`demo-2`, … if taken) is created in the database.",
+            show_default=False,
+        ),
+    ] = None,
+    mongodb_uri: MongoUriOption = None,
+    data_dir: DataDirOption = None,
+    database: DatabaseOption = None,
+) -> None:
+    """Sends a seeded e-commerce history through the ingest API, as a shop's Segment SDK would.
+
+    Timestamps are offsets back from now; see app/demo.py for what the history holds.
+    """
+    from app import demo as demo_data
+
+    settings = load_settings(mongodb_uri=mongodb_uri, data_dir=data_dir, database=database)
+    base = (url or demo_data.server_url(settings)).rstrip("/")
+    if not demo_data.is_ready(base):
+        err.print(
+            f"[red]error:[/red] no ready Kindred answers at {escape(base)}: start it with "
+            "`make run` or `kindred serve`, or pass --url."
+        )
+        raise typer.Exit(1)
+    if write_key is None:
+        source, write_key = _on_database(settings, demo_data.create_source)
+        out.print(f"Created source {escape(source)} for the demo events.")
+    demo = demo_data.generate(seed=seed, people=people, days=days, now=datetime.now(UTC))
+    columns = (*Progress.get_default_columns()[:1], BarColumn(), MofNCompleteColumn())
+    with Progress(*columns, TimeElapsedColumn(), console=err, transient=True) as progress:
+        task = progress.add_task("Sending events", total=len(demo.calls))
+        try:
+            sent = demo_data.send(
+                demo.calls,
+                url=base,
+                write_key=write_key,
+                progress=lambda done: progress.update(task, completed=done),
+            )
+        except demo_data.DemoError as exc:
+            err.print(f"[red]error:[/red] {escape(str(exc))}")
+            raise typer.Exit(1) from None
+    table = Table(title=f"demo sent to {escape(base)}", show_header=False)
+    table.add_row("people", f"{len(demo.people):,}")
+    table.add_row("  signed up", f"{sum(p.user_id is not None for p in demo.people):,}")
+    table.add_row("  on two devices", f"{len(demo.two_device_people()):,}")
+    table.add_row("  typo duplicates", f"{len(demo.duplicates):,}")
+    table.add_row("events sent", f"{sent.events:,}")
+    table.add_row("time", f"{sent.seconds:.1f} s ({sent.events / max(sent.seconds, 1e-9):,.0f}/s)")
+    out.print(table)
+    out.print(
+        "The profile builder applies the events in the background; "
+        "`kindred db status` shows the profiles arrive."
+    )
 
 
 @cli.command()
