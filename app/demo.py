@@ -998,6 +998,10 @@ class FirstStartLoader:
         try:
             self._load()
         except Exception:
+            if self.stopping.is_set():
+                # The server stopped under the sender: expected on Ctrl-C, not an error.
+                log.info("demo data: stopped with the server before the end")
+                return
             # The server keeps serving: a demo that failed to load is only a log line.
             log.exception("demo data: loading failed; `kindred demo` loads it by hand")
 
