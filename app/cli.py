@@ -99,6 +99,16 @@ DataDirOption = Annotated[
         show_default=False,
     ),
 ]
+LogLevelOption = Annotated[
+    LogLevel | None,
+    typer.Option(help="Log level (env KINDRED_LOG_LEVEL, default INFO).", show_default=False),
+]
+LogFormatOption = Annotated[
+    LogFormat | None,
+    typer.Option(
+        help="text or json log lines (env KINDRED_LOG_FORMAT, default text).", show_default=False
+    ),
+]
 DatabaseOption = Annotated[
     str | None,
     typer.Option(
@@ -156,17 +166,8 @@ def serve(
             show_default=False,
         ),
     ] = None,
-    log_level: Annotated[
-        LogLevel | None,
-        typer.Option(help="Log level (env KINDRED_LOG_LEVEL, default INFO).", show_default=False),
-    ] = None,
-    log_format: Annotated[
-        LogFormat | None,
-        typer.Option(
-            help="text or json log lines (env KINDRED_LOG_FORMAT, default text).",
-            show_default=False,
-        ),
-    ] = None,
+    log_level: LogLevelOption = None,
+    log_format: LogFormatOption = None,
     demo: Annotated[
         bool,
         typer.Option(
@@ -256,17 +257,8 @@ def worker_command(
             show_default=False,
         ),
     ] = None,
-    log_level: Annotated[
-        LogLevel | None,
-        typer.Option(help="Log level (env KINDRED_LOG_LEVEL, default INFO).", show_default=False),
-    ] = None,
-    log_format: Annotated[
-        LogFormat | None,
-        typer.Option(
-            help="text or json log lines (env KINDRED_LOG_FORMAT, default text).",
-            show_default=False,
-        ),
-    ] = None,
+    log_level: LogLevelOption = None,
+    log_format: LogFormatOption = None,
 ) -> None:
     """Runs the profile builder: applies pending events to profiles until stopped.
 
