@@ -20,7 +20,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -87,16 +87,19 @@ def free_port() -> int:
         return port
 
 
-def _die_with_parent() -> None:
-    # Runs in the child between fork and exec: if Kindred dies, even by SIGKILL,
-    # the kernel kills the server too, so no orphan outlives its owner. SIGKILL,
-    # not SIGTERM: SecantusDB sometimes never finishes a SIGTERM shutdown, and
-    # with --sync-on-commit every acknowledged write is already on disk.
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    # The owner may have died between fork and prctl.
-    if os.getppid() == 1:
-        os._exit(1)
+def die_with_parent(signum: int) -> Callable[[], None]:
+    """Returns a `preexec_fn` that has the kernel send the child `signum` when its parent dies."""
+
+    def arm() -> None:
+        # Runs in the child between fork and exec, so it holds even if the
+        # parent dies by SIGKILL.
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signum, 0, 0, 0)
+        # The parent may have died between fork and prctl.
+        if os.getppid() == 1:
+            os._exit(1)
+
+    return arm
 
 
 def read_owner(data_dir: Path) -> OwnerInfo | None:
@@ -196,7 +199,9 @@ class EmbeddedServer:
                 # Own session: a Ctrl-C in the terminal reaches Kindred, which then
                 # stops the server in order, instead of both dying at once.
                 start_new_session=True,
-                preexec_fn=_die_with_parent,
+                # SIGKILL, not SIGTERM: SecantusDB sometimes never finishes a SIGTERM
+                # shutdown, and with --sync-on-commit every acknowledged write is on disk.
+                preexec_fn=die_with_parent(signal.SIGKILL),
             )
             if self._wait_until_ready():
                 log.info(

@@ -5,7 +5,6 @@ Not a benchmark itself: `run_all.py` skips this file.
 
 import asyncio
 import contextlib
-import ctypes
 import math
 import os
 import signal
@@ -20,13 +19,11 @@ from typing import IO, Any, Self, TypeVar
 
 import httpx
 
-from app.embedded import free_port
+from app.embedded import die_with_parent, free_port
 from app.mongo import Document, create_client
 
 T = TypeVar("T")
 R = TypeVar("R")
-
-_PR_SET_PDEATHSIG = 1
 
 
 class BenchError(RuntimeError):
@@ -138,15 +135,6 @@ def with_async_db(uri: str, database: str, work: Callable[[Any], Awaitable[R]]) 
 # --- the API process -----------------------------------------------------------------------
 
 
-def _die_with_parent() -> None:
-    # Runs in the child between fork and exec: if the benchmark dies, even by
-    # SIGKILL, the kernel interrupts the API, so no server outlives the run.
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGINT, 0, 0, 0)
-    if os.getppid() == 1:
-        os._exit(1)
-
-
 def kindred_binary() -> Path:
     """Returns the `kindred` console script beside this interpreter."""
     binary = Path(sys.executable).parent / "kindred"
@@ -204,7 +192,7 @@ class ApiServer:
             stdout=self._log,
             stderr=subprocess.STDOUT,
             env=env,
-            preexec_fn=_die_with_parent,
+            preexec_fn=die_with_parent(signal.SIGINT),  # the API stops its own children
         )
         self._wait_until_ready()
         return self.url

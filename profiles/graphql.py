@@ -2,7 +2,7 @@
 
 import base64
 import binascii
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from http import HTTPStatus
 from typing import Annotated, Any, Protocol
@@ -111,6 +111,11 @@ class PageInfo:
     has_next_page: bool
     end_cursor: str | None
 
+    @classmethod
+    def of(cls, edges: Sequence[Any], *, more: bool) -> "PageInfo":
+        """Returns the page info of a page of edges (each with a `cursor`)."""
+        return cls(has_next_page=more, end_cursor=edges[-1].cursor if edges else None)
+
 
 @strawberry.type
 class TraitHistoryConnection:
@@ -216,9 +221,7 @@ class ProfileType:
         ]
         return TraitHistoryConnection(
             edges=edges,
-            page_info=PageInfo(
-                has_next_page=len(rows) > first, end_cursor=edges[-1].cursor if edges else None
-            ),
+            page_info=PageInfo.of(edges, more=len(rows) > first),
         )
 
     @strawberry.field(description="Recent activity, newest first; `name` filters by event name.")
@@ -255,9 +258,7 @@ class ProfileType:
         ]
         return EventConnection(
             edges=edges,
-            page_info=PageInfo(
-                has_next_page=len(docs) > first, end_cursor=edges[-1].cursor if edges else None
-            ),
+            page_info=PageInfo.of(edges, more=len(docs) > first),
         )
 
     @strawberry.field(description="Activity statistics: first and last seen, counts.")

@@ -28,6 +28,7 @@ class Context(BaseContext):
         self.api_key = api_key
         self.profile_service = state.profiles
         self.identity_store = state.identities
+        self.events = EventLog(state.db)
         self.profile_by_id: DataLoader[ProfileKey, Profile | None] = DataLoader(self._load_profiles)
         self.profile_by_identity: DataLoader[ProfileKey, Profile | None] = DataLoader(
             self._load_profiles_by_identity
@@ -37,7 +38,7 @@ class Context(BaseContext):
         self, profile_id: str, *, first: int, before: tuple[datetime, str] | None, name: str | None
     ) -> list[dict[str, Any]]:
         """Returns a profile's events, newest first, after a cursor position."""
-        return await EventLog(self.db).recent(profile_id, first=first, before=before, name=name)
+        return await self.events.recent(profile_id, first=first, before=before, name=name)
 
     async def _load_profiles(self, keys: Sequence[ProfileKey]) -> list[Profile | None]:
         return await _by_projection(keys, self.profile_service.store.get_many)

@@ -276,7 +276,7 @@ class Query:
         edges = [ProfileEdge(cursor=encode_cursor(p.id), node=ProfileType.of(p)) for p in found]
         return ProfileConnection(
             edges=edges,
-            page_info=PageInfo(has_next_page=more, end_cursor=edges[-1].cursor if edges else None),
+            page_info=PageInfo.of(edges, more=more),
         )
 
     @strawberry.field(permission_classes=READ, description="The declared traits.")
@@ -303,9 +303,7 @@ class Query:
         ]
         return QuarantineConnection(
             edges=edges,
-            page_info=PageInfo(
-                has_next_page=len(rows) > first, end_cursor=edges[-1].cursor if edges else None
-            ),
+            page_info=PageInfo.of(edges, more=len(rows) > first),
         )
 
 
