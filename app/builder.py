@@ -9,6 +9,7 @@ exactly once: a worker killed anywhere leaves a batch that the next one
 completes to the same result.
 """
 
+import contextlib
 import logging
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
@@ -21,8 +22,7 @@ from pymongo.asynchronous.client_session import AsyncClientSession
 
 from app.eventlog import EventLog
 from identity import graph
-from identity.errors import InvalidIdentifier
-from identity.normalize import email_key, identity_key, phone_key
+from identity.events import IdentityRules, identity_keys, status_traits
 from identity.store import IdentityStore
 from profiles import stats as activity
 from profiles import traits as trait_rules
@@ -51,37 +51,16 @@ class BatchResult:
     created: int
     merged: int
     skipped_traits: int
+    unattributed: int  # events whose every identifier was blocked
 
 
-def _key(kind: str, value: object) -> str | None:
-    if value is None or value == "":
-        return None
-    try:
-        return identity_key(kind, value)
-    except InvalidIdentifier:
-        return None
+def observations_of(
+    event: Mapping[str, Any], rules: IdentityRules
+) -> tuple[list[Observation], int]:
+    """Returns the trait observations an event makes, and how many it had to skip as invalid.
 
-
-def identity_keys(event: Mapping[str, Any], *, region: str = "US") -> tuple[str, ...]:
-    """Returns the identity keys an event carries: ids, and valid email and phone traits."""
-    traits = event.get("traits") or {}
-    context_traits = (event.get("context") or {}).get("traits") or {}
-    keys = [
-        _key("user_id", event.get("user_id")),
-        _key("anonymous_id", event.get("anonymous_id")),
-    ]
-    if event.get("type") == "alias":
-        # The earlier id of the person, usually the anonymous id of their first visits.
-        keys.append(_key("anonymous_id", event.get("previous_id")))
-    if event.get("type") != "group":  # a group's traits describe the company
-        for source in (traits, context_traits):
-            keys.append(email_key(source.get("email")))
-            keys.append(phone_key(source.get("phone"), region=region))
-    return tuple(k for k in keys if k is not None)
-
-
-def observations_of(event: Mapping[str, Any]) -> tuple[list[Observation], int]:
-    """Returns the trait observations an event makes, and how many it had to skip as invalid."""
+    An observed email or phone comes with its validation flags (`email_status`…).
+    """
     origin = f"event:{event['_id']}"
     at, source = event["timestamp"], event["source"]
     raw: dict[str, Any] = dict((event.get("context") or {}).get("traits") or {})
@@ -90,6 +69,7 @@ def observations_of(event: Mapping[str, Any]) -> tuple[list[Observation], int]:
     elif event.get("type") == "group":
         raw.update({GROUP_PREFIX + k: v for k, v in (event.get("traits") or {}).items()})
         raw[GROUP_PREFIX + "id"] = event.get("group_id")
+    raw.update(status_traits(event, rules))
     found, skipped = [], 0
     for key, value in raw.items():
         try:
@@ -129,7 +109,7 @@ class ProfileBuilder:
         owner: str,
         batch_size: int = 500,
         lease: timedelta = timedelta(seconds=60),
-        phone_region: str = "US",
+        rules: IdentityRules | None = None,
     ) -> None:
         self.client = client
         self.profiles = profiles
@@ -138,7 +118,7 @@ class ProfileBuilder:
         self.owner = owner
         self.batch_size = batch_size
         self.lease = lease
-        self.phone_region = phone_region
+        self.rules = rules or IdentityRules()
 
     async def run_batch(self, *, now: datetime | None = None) -> BatchResult:
         """Leases and applies one batch of pending events; returns what it did."""
@@ -148,7 +128,7 @@ class ProfileBuilder:
             owner=self.owner, limit=self.batch_size, now=started, lease=self.lease
         )
         if not docs:
-            return BatchResult(0, 0, 0, 0, 0)
+            return BatchResult(0, 0, 0, 0, 0, 0)
         for _attempt in range(MAX_RESOLUTION_ROUNDS):
             try:
                 return await self._apply(docs, now=started)
@@ -164,14 +144,25 @@ class ProfileBuilder:
             await self.merge(merge.survivor, merge.merged, cause=_merge_cause(merge))
         for refused in plan.refused:
             log.info(
-                "merge refused: two user ids",
-                extra={"profiles": list(refused.profiles), "event": refused.event_id},
+                "merge refused",
+                extra={
+                    "reason": refused.reason.value,
+                    "profiles": list(refused.profiles),
+                    "event": refused.event_id,
+                },
+            )
+        for key, pid in plan.over_limit.items():
+            log.info(
+                "identifier not linked: profile at its limit",
+                extra={"kind": graph.kind_of(key), "profile": pid},
             )
 
         by_profile: dict[str, list[Observation]] = defaultdict(list)
         skipped = 0
         for doc in docs:
-            found, bad = observations_of(doc)
+            if doc["_id"] not in plan.assignment:
+                continue  # no usable identifier: nobody to attribute it to
+            found, bad = observations_of(doc, self.rules)
             by_profile[plan.assignment[doc["_id"]]].extend(found)
             skipped += bad
         await self.profiles.apply_batch(by_profile, now=now)
@@ -182,8 +173,8 @@ class ProfileBuilder:
         owned = {k: survivor_of.get(p, p) for k, p in {**owners, **plan.claims}.items()}
         claimed_keys: dict[str, list[Identifier]] = defaultdict(list)
         for doc in docs:
-            pid = plan.assignment[doc["_id"]]
-            for key in identity_keys(doc, region=self.phone_region):
+            pid = plan.assignment.get(doc["_id"], "")
+            for key in identity_keys(doc, self.rules):
                 if owned.get(key) == pid:
                     claimed_keys[pid].append(_identifier(key))
 
@@ -198,44 +189,65 @@ class ProfileBuilder:
             created=len(plan.new_profiles),
             merged=len(plan.merges),
             skipped_traits=skipped,
+            unattributed=len(docs) - len(plan.assignment),
         )
 
     async def _resolve(
         self, docs: Sequence[Document], *, now: datetime
     ) -> tuple[graph.Plan, dict[str, str]]:
         sightings = [
-            graph.Sighting(d["_id"], d["timestamp"], identity_keys(d, region=self.phone_region))
-            for d in docs
+            graph.Sighting(d["_id"], d["timestamp"], identity_keys(d, self.rules)) for d in docs
         ]
         all_keys = {k for s in sightings for k in s.keys}
+        limits = self.rules.limits
         for _round in range(MAX_RESOLUTION_ROUNDS):
-            owners = await self._live_owners(all_keys)
-            known = set(owners.values())
-            user_ids = await self.identities.user_ids_of(known)
-            plan = graph.plan(sightings, owners, user_ids)
+            owners, shared = await self._live_owners(all_keys)
+            held = await self.identities.held_keys(set(owners.values()), kinds=limits.per_kind)
+            plan = graph.plan(sightings, owners, held, limits=limits, shared=shared)
             won = await self.identities.claim(plan.claims, now=now)
-            if all(won.get(k) == pid for k, pid in plan.claims.items()):
-                # Profiles whose keys we hold but that do not exist yet: new ones, and
-                # any a crashed worker claimed keys for but never created.
-                existing = await self.profiles.store.get_many(
-                    set(plan.assignment.values()), trait_keys=()
-                )
-                missing = set(plan.assignment.values()) - set(existing)
-                await self.profiles.store.ensure_profiles(sorted(missing), now=now)
-                return plan, owners
-            # Another worker claimed some key first: plan again with its claims.
+            if not all(won.get(k) == pid for k, pid in plan.claims.items()):
+                continue  # another worker claimed some key first: plan again with its claims
+            if await self._share_contested(plan, now=now):
+                continue  # keys stopped linking: plan again without them
+            # Profiles whose keys we hold but that do not exist yet: new ones, and
+            # any a crashed worker claimed keys for but never created.
+            existing = await self.profiles.store.get_many(
+                set(plan.assignment.values()), trait_keys=()
+            )
+            missing = set(plan.assignment.values()) - set(existing)
+            await self.profiles.store.ensure_profiles(sorted(missing), now=now)
+            return plan, owners
         raise RuntimeError("identity claims kept conflicting; giving up on this batch")
 
-    async def _live_owners(self, keys: set[str]) -> dict[str, str]:
+    async def _share_contested(self, plan: graph.Plan, *, now: datetime) -> bool:
+        """Hands keys seen with too many people to device profiles; returns whether any."""
+        newly = await self.identities.note_contested(
+            plan.contested, shared_after=self.rules.limits.shared_after
+        )
+        for key, holder in newly.items():
+            device = graph.deterministic_profile_id(f"shared:{key}", now)
+            # The key moves first: if we die here, the next batch finds its holder
+            # missing and creates it, like any profile claimed for but not created.
+            if await self.identities.mark_shared(
+                key, holder=holder, device_profile=device, now=now
+            ):
+                await self.profiles.store.ensure_profiles([device], now=now)
+                log.warning(
+                    "shared identifier: it links no one from now on",
+                    extra={"kind": graph.kind_of(key), "holder": holder, "profile": device},
+                )
+        return bool(newly)
+
+    async def _live_owners(self, keys: set[str]) -> tuple[dict[str, str], frozenset[str]]:
         # Keys of a merged-away profile count as its survivor's, even before a
         # (possibly interrupted) merge re-pointed them.
-        owners = await self.identities.owners(keys)
+        owners, shared = await self.identities.lookup(keys)
         for _hop in range(MAX_MERGE_CHAIN):
             survivors = await self.profiles.store.merged_into(set(owners.values()))
             if not survivors:
                 break
             owners = {k: survivors.get(p, p) for k, p in owners.items()}
-        return owners
+        return owners, shared
 
     async def _finish(
         self,
@@ -249,15 +261,16 @@ class ProfileBuilder:
         # Inside the transaction: only events still leased to us and pending count,
         # so an event whose lease expired and went to another worker is not counted twice.
         mine = await self.events.still_leased(docs, owner=self.owner, session=session)
-        grouped: dict[str, list[Document]] = defaultdict(list)
+        grouped: dict[str | None, list[Document]] = defaultdict(list)
         for doc in mine:
-            grouped[plan.assignment[doc["_id"]]].append(doc)
+            grouped[plan.assignment.get(doc["_id"])].append(doc)
         changes = {
             pid: (
                 activity.delta_for(activity_of(d) for d in events).update_document(),
                 claimed_keys.get(pid, ()),
             )
             for pid, events in grouped.items()
+            if pid is not None
         }
         if not await self.profiles.store.record_activity(changes, now=now, session=session):
             raise StaleAssignment()
@@ -279,7 +292,10 @@ class ProfileBuilder:
     async def finish_interrupted_merges(self) -> None:
         """Completes merges that a killed worker left half done."""
         for doc in await self.identities.unfinished_merges():
-            await self._complete_merge(doc["_id"], doc["survivor"], doc["merged"])
+            with contextlib.suppress(StaleAssignment):
+                # One of the two was merged elsewhere meanwhile: the ledger now says
+                # abandoned, and the worker that started it plans again.
+                await self._complete_merge(doc["_id"], doc["survivor"], doc["merged"])
 
     async def _complete_merge(self, merge_id: str, survivor: str, merged: str) -> None:
         now = utcnow()

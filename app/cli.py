@@ -722,4 +722,7 @@ def version() -> None:
 
 def main() -> None:
     """Entry point of the `kindred` console script."""
+    # Registers its commands on `cli`; a module of its own keeps this one readable.
+    import app.identity_cli  # noqa: F401
+
     sys.exit(cli())

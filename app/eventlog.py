@@ -140,9 +140,16 @@ class EventLog:
         return [doc for doc in await self._leased(owner, span, session) if doc["_id"] in ids]
 
     async def mark_applied(
-        self, assignment: Mapping[str, Sequence[str]], *, now: datetime, session: AsyncClientSession
+        self,
+        assignment: Mapping[str | None, Sequence[str]],
+        *,
+        now: datetime,
+        session: AsyncClientSession,
     ) -> None:
-        """Records, per profile, that its events are applied, and releases their leases."""
+        """Records, per profile, that its events are applied, and releases their leases.
+
+        Events under `None` had no usable identifier: applied to no profile.
+        """
         requests = [
             UpdateMany(
                 {"_id": {"$in": list(event_ids)}},

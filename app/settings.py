@@ -6,6 +6,10 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from identity.events import IdentityRules
+from identity.graph import Limits
+from identity.normalize import DEFAULT_BLOCKED, Blocklist
+
 
 class Environment(StrEnum):
     """Where Kindred runs; `prod` turns off the GraphQL IDE and introspection."""
@@ -101,6 +105,39 @@ class Settings(BaseSettings):
         pattern=r"^[0-9]+[KMG]$",
         description="WiredTiger cache of the embedded server; bounds its memory.",
     )
+
+    # Identity resolution; see docs/identity.md.
+    identity_blocked_values: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_BLOCKED),
+        description="Identifier values (or whole `kind:value` keys) never used to link profiles.",
+    )
+    identity_max_emails: int = Field(
+        default=5, ge=1, le=100, description="Most emails one profile links by."
+    )
+    identity_max_phones: int = Field(
+        default=5, ge=1, le=100, description="Most phone numbers one profile links by."
+    )
+    identity_shared_after: int = Field(
+        default=3,
+        ge=1,
+        le=1000,
+        description="An identifier seen with more distinct user ids than this stops linking.",
+    )
+
+    def identity_rules(self) -> IdentityRules:
+        """Returns the identity resolution rules these settings configure."""
+        return IdentityRules(
+            blocklist=Blocklist(self.identity_blocked_values),
+            limits=Limits(
+                per_kind={
+                    "user_id": 1,
+                    "email": self.identity_max_emails,
+                    "phone": self.identity_max_phones,
+                },
+                shared_after=self.identity_shared_after,
+            ),
+            phone_region=self.phone_default_region,
+        )
 
     @property
     def embedded(self) -> bool:

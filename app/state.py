@@ -13,6 +13,7 @@ from app.ingest.store import SourceStore
 from app.metrics import Metrics
 from app.mongo import Document
 from app.settings import Settings
+from identity.service import IdentityService
 from identity.store import IdentityStore
 from profiles.service import ProfileService
 from profiles.store import ProfileStore
@@ -37,6 +38,7 @@ class KindredState:
     authenticator: Authenticator
     profiles: ProfileService
     identities: IdentityStore
+    identity: IdentityService
     # Ingest: write-key checks (cached) and the event log with its quarantine.
     sources: SourceAuthenticator
     ingest: IngestService
@@ -48,14 +50,17 @@ class KindredState:
     ) -> "KindredState":
         """Returns the state with every service built on the settings' database."""
         db = client[settings.database]
+        profiles = profile_service(db, settings)
+        identities = IdentityStore(db)
         return cls(
             settings=settings,
             client=client,
             db=db,
             metrics=metrics,
             authenticator=Authenticator(KeyStore(db)),
-            profiles=profile_service(db, settings),
-            identities=IdentityStore(db),
+            profiles=profiles,
+            identities=identities,
+            identity=IdentityService(identities=identities, profiles=profiles.store),
             sources=SourceAuthenticator(SourceStore(db)),
             ingest=IngestService.from_settings(db, settings),
         )

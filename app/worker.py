@@ -38,7 +38,7 @@ def build(
         owner=worker_name(),
         batch_size=settings.worker_batch_size,
         lease=timedelta(seconds=settings.worker_lease_seconds),
-        phone_region=settings.phone_default_region,
+        rules=settings.identity_rules(),
     )
 
 

@@ -2,7 +2,9 @@
 
 import re
 import unicodedata
+from collections.abc import Iterable
 from dataclasses import dataclass
+from enum import StrEnum
 
 import phonenumbers
 from email_validator import EmailNotValidError, validate_email
@@ -40,12 +42,52 @@ def identity_key(kind: str, value: object) -> str:
     return f"{kind}:{normalise(kind, value)}"
 
 
+class Status(StrEnum):
+    """Whether an observed email or phone can serve as an identity key."""
+
+    VALID = "valid"
+    INVALID = "invalid"
+    BLOCKED = "blocked"
+
+
 @dataclass(frozen=True)
 class Checked:
-    """A validated identifier: its graph key, or the reason it cannot be one."""
+    """A validated identifier: its graph key, or why it cannot be one.
+
+    `reason` is a short code to count by (`missing_at`, `too_short`, `blocked`…);
+    `detail` is the validator's sentence for a person to read.
+    """
 
     key: str | None
     reason: str | None = None
+    detail: str | None = None
+
+    @property
+    def status(self) -> Status:
+        """Returns `valid`, `invalid` or `blocked`."""
+        if self.key is not None:
+            return Status.VALID
+        return Status.BLOCKED if self.reason == BLOCKED else Status.INVALID
+
+
+BLOCKED = "blocked"
+
+# email-validator explains in sentences that name the input; reports count by code.
+_EMAIL_REASONS = (
+    ("must have an @-sign", "missing_at"),
+    ("something after the @-sign", "missing_domain"),
+    ("something before the @-sign", "missing_local_part"),
+    ("after the @-sign", "bad_domain"),
+    ("domain", "bad_domain"),
+    ("before the @-sign", "bad_local_part"),
+    ("periods in a row", "bad_local_part"),
+    ("too long", "too_long"),
+)
+
+
+def _email_reason(message: str) -> str:
+    lowered = message.casefold()
+    return next((code for text, code in _EMAIL_REASONS if text.casefold() in lowered), "syntax")
 
 
 def check_email(value: object) -> Checked:
@@ -54,12 +96,14 @@ def check_email(value: object) -> Checked:
     The address is trimmed and casefolded for matching; the value as observed
     stays in the traits.
     """
-    if not isinstance(value, str) or not value.strip():
-        return Checked(None, "not a string" if not isinstance(value, str) else "empty")
+    if not isinstance(value, str):
+        return Checked(None, "not_a_string", "an email must be a string")
+    if not value.strip():
+        return Checked(None, "empty", "the email is empty")
     try:
         valid = validate_email(value.strip(), check_deliverability=False)
     except EmailNotValidError as exc:
-        return Checked(None, str(exc))
+        return Checked(None, _email_reason(str(exc)), str(exc))
     return Checked(f"email:{valid.normalized.casefold()}")
 
 
@@ -98,19 +142,38 @@ def canonical_email_key(value: object) -> str | None:
     return f"email_canonical:{local}@{domain}"
 
 
+_PHONE_REASONS = {
+    phonenumbers.NumberParseException.INVALID_COUNTRY_CODE: "bad_country_code",
+    phonenumbers.NumberParseException.NOT_A_NUMBER: "not_a_number",
+    phonenumbers.NumberParseException.TOO_SHORT_AFTER_IDD: "too_short",
+    phonenumbers.NumberParseException.TOO_SHORT_NSN: "too_short",
+    phonenumbers.NumberParseException.TOO_LONG: "too_long",
+}
+
+
+_LENGTH_REASONS = {
+    phonenumbers.ValidationResult.TOO_SHORT: "too_short",
+    phonenumbers.ValidationResult.TOO_LONG: "too_long",
+    phonenumbers.ValidationResult.INVALID_LENGTH: "invalid_length",
+}
+
+
 def check_phone(value: object, *, region: str = "US") -> Checked:
     """Returns the graph key of a phone number in E.164, or why it is invalid.
 
     Numbers without a country code are read in `region`.
     """
     if not isinstance(value, str | int) or isinstance(value, bool):
-        return Checked(None, "not a string")
+        return Checked(None, "not_a_string", "a phone number must be a string")
     try:
         number = phonenumbers.parse(str(value), region)
     except phonenumbers.NumberParseException as exc:
-        return Checked(None, str(exc))
+        return Checked(None, _PHONE_REASONS.get(exc.error_type, "not_a_number"), str(exc))
     if not phonenumbers.is_valid_number(number):
-        return Checked(None, "not a valid number")
+        length = phonenumbers.is_possible_number_with_reason(number)
+        if length in _LENGTH_REASONS:
+            return Checked(None, _LENGTH_REASONS[length], "the number has the wrong length")
+        return Checked(None, "invalid_number", "not a number any operator assigns")
     e164 = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
     return Checked(f"phone:{e164}")
 
@@ -155,3 +218,58 @@ def street_number(address: object) -> str | None:
         return None
     found = re.search(r"\b(\d+[a-zA-Z]?)\b", unicodedata.normalize("NFKC", address))
     return found.group(1).upper() if found else None
+
+
+# Values that forms, test scripts and broken SDKs send for "no value": linking on
+# them would merge strangers into one megaprofile.
+DEFAULT_BLOCKED = (
+    "null",
+    "none",
+    "nil",
+    "undefined",
+    "unknown",
+    "anonymous",
+    "guest",
+    "n/a",
+    "na",
+    "-",
+    "0",
+    "1",
+    "test",
+    "[object object]",
+    "00000000-0000-0000-0000-000000000000",
+    "test@test.com",
+    "test@example.com",
+    "email@example.com",
+    "user@example.com",
+    "example@example.com",
+    "noreply@example.com",
+    "no-reply@example.com",
+    "a@a.com",
+    "phone:+10000000000",
+    "phone:+11111111111",
+    "phone:+11234567890",
+)
+
+
+class Blocklist:
+    """Identifier values never used as identity keys.
+
+    An entry is a value, blocked for every kind (`null`, `test@test.com`), or a
+    whole key, blocked for one kind (`phone:+10000000000`). Both compare
+    casefolded.
+    """
+
+    def __init__(self, entries: Iterable[str] = DEFAULT_BLOCKED) -> None:
+        self.entries = frozenset(e.strip().casefold() for e in entries)
+
+    def blocks(self, key: str) -> bool:
+        """Returns whether the key (`kind:value`) or its value is blocked."""
+        folded = key.casefold()
+        return folded in self.entries or folded.partition(":")[2] in self.entries
+
+    def check(self, checked: Checked) -> Checked:
+        """Returns the check, turned to `blocked` if its key is on the list."""
+        if checked.key is not None and self.blocks(checked.key):
+            return Checked(None, BLOCKED, "the value is on the blocklist")
+        return checked

@@ -4,7 +4,7 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
-from pymongo import ASCENDING, IndexModel
+from pymongo import ASCENDING, IndexModel, UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError
 
@@ -20,6 +20,7 @@ Document = dict[str, Any]
 INDEXES = {
     IDENTITIES: [
         IndexModel([("profile_id", ASCENDING), ("kind", ASCENDING)], name="profile_kind"),
+        IndexModel([("shared", ASCENDING)], name="shared"),
     ],
     MERGES: [
         IndexModel([("survivor", ASCENDING)], name="survivor"),
@@ -56,13 +57,22 @@ class IdentityStore:
 
     async def owners(self, keys: Iterable[str]) -> dict[str, str]:
         """Returns the profile id holding each of the keys that is claimed, in one round trip."""
+        return (await self.lookup(keys))[0]
+
+    async def lookup(self, keys: Iterable[str]) -> tuple[dict[str, str], frozenset[str]]:
+        """Returns the holder of each claimed key, and which keys are shared, in one round trip."""
         wanted = list(set(keys))
         if not wanted:
-            return {}
-        return {
-            doc["_id"]: doc["profile_id"]
-            async for doc in self.identities.find({"_id": {"$in": wanted}})
-        }
+            return {}, frozenset()
+        owners: dict[str, str] = {}
+        shared: set[str] = set()
+        async for doc in self.identities.find(
+            {"_id": {"$in": wanted}}, {"profile_id": 1, "shared": 1}
+        ):
+            owners[doc["_id"]] = doc["profile_id"]
+            if doc.get("shared"):
+                shared.add(doc["_id"])
+        return owners, frozenset(shared)
 
     async def profiles_for(
         self, keys: Iterable[str], *, trait_keys: Iterable[str] | None = None
@@ -93,15 +103,74 @@ class IdentityStore:
                 found[doc["_id"]] = profile_from_doc(doc["profile"][0])
         return found
 
-    async def user_ids_of(self, profile_ids: Iterable[str]) -> dict[str, frozenset[str]]:
-        """Returns the `user_id:…` keys each of the profiles holds (none: an empty set)."""
+    async def held_keys(
+        self, profile_ids: Iterable[str], *, kinds: Iterable[str]
+    ) -> dict[str, frozenset[str]]:
+        """Returns the keys of the given kinds each of the profiles holds (none: an empty set)."""
         ids = list(set(profile_ids))
         found: dict[str, set[str]] = {pid: set() for pid in ids}
+        if not ids:
+            return {}
         async for doc in self.identities.find(
-            {"profile_id": {"$in": ids}, "kind": "user_id"}, {"profile_id": 1}
+            {"profile_id": {"$in": ids}, "kind": {"$in": list(kinds)}}, {"profile_id": 1}
         ):
             found[doc["profile_id"]].add(doc["_id"])
         return {pid: frozenset(keys) for pid, keys in found.items()}
+
+    async def note_contested(
+        self, contested: Mapping[str, Iterable[str]], *, shared_after: int
+    ) -> dict[str, str]:
+        """Records the other user ids each key was seen with; returns keys now shared, by holder.
+
+        A key counts its holder's user and the others recorded here: past
+        `shared_after` distinct people, it is shared.
+        """
+        if not contested:
+            return {}
+        await self.identities.bulk_write(
+            [
+                UpdateOne(
+                    {"_id": key, "shared": {"$ne": True}},
+                    {"$addToSet": {"seen_with": {"$each": sorted(user_keys)}}},
+                )
+                for key, user_keys in contested.items()
+            ],
+            ordered=False,
+        )
+        newly: dict[str, str] = {}
+        async for doc in self.identities.find(
+            {"_id": {"$in": list(contested)}, "shared": {"$ne": True}},
+            {"profile_id": 1, "seen_with": 1},
+        ):
+            if 1 + len(doc.get("seen_with", ())) > shared_after:
+                newly[doc["_id"]] = doc["profile_id"]
+        return newly
+
+    async def mark_shared(
+        self, key: str, *, holder: str, device_profile: str, now: datetime
+    ) -> bool:
+        """Hands a shared key from its holder to a device profile of its own; once."""
+        result = await self.identities.update_one(
+            {"_id": key, "profile_id": holder, "shared": {"$ne": True}},
+            {
+                "$set": {
+                    "shared": True,
+                    "shared_at": now,
+                    "held_by": holder,
+                    "profile_id": device_profile,
+                }
+            },
+        )
+        return result.modified_count == 1
+
+    async def shared(self, *, first: int) -> list[Document]:
+        """Returns shared keys, most recently found first."""
+        return [
+            doc
+            async for doc in self.identities.find({"shared": True})
+            .sort("shared_at", -1)
+            .limit(first)
+        ]
 
     async def repoint(self, from_profile: str, to_profile: str) -> int:
         """Moves every key of one profile to another; returns how many moved."""

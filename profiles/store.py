@@ -468,6 +468,23 @@ class ProfileStore:
             oldest = next(iter(self._open_pages))
             await self._open_pages.pop(oldest).cursor.close()
 
+    async def count_by_traits(self, *trait_keys: str) -> dict[tuple[Any, ...], int]:
+        """Returns how many live profiles hold each combination of the traits' values.
+
+        Only profiles holding the first trait count. Keys are internal constants
+        (`email_status`…), never user input.
+        """
+        first = f"traits.{trait_keys[0]}"
+        group = {f"t{n}": f"$traits.{key}.value" for n, key in enumerate(trait_keys)}
+        pipeline: list[Document] = [
+            {"$match": {"merged_into": None, first: {"$exists": True}}},
+            {"$group": {"_id": group, "n": {"$sum": 1}}},
+        ]
+        return {
+            tuple(doc["_id"].get(f"t{n}") for n in range(len(trait_keys))): doc["n"]
+            async for doc in await self.profiles.aggregate(pipeline)
+        }
+
     async def catalog_entries(
         self, keys: Iterable[str] | None = None
     ) -> dict[str, TraitDefinition]:

@@ -33,6 +33,7 @@ from app.ingest.models import QuarantinedEvent as QuarantinedEventRow
 from app.ingest.service import ReplaySummary
 from app.settings import Environment, Settings
 from identity.errors import InvalidIdentifier
+from identity.graphql import SharedIdentifier, ValidationCount
 from identity.normalize import identity_key
 from profiles import traits as trait_rules
 from profiles.errors import KindredError
@@ -305,6 +306,27 @@ class Query:
             edges=edges,
             page_info=PageInfo.of(edges, more=len(rows) > first),
         )
+
+    @strawberry.field(
+        permission_classes=ADMIN,
+        description="Live profiles counted by the validation status of their email and phone.",
+    )
+    async def validation_report(self, info: Info[Context, None]) -> list[ValidationCount]:
+        rows = await info.context.state.identity.validation_report()
+        return [ValidationCount.of(row) for row in rows]
+
+    @strawberry.field(
+        permission_classes=ADMIN,
+        description="Identifiers that stopped linking because too many people used them.",
+    )
+    async def shared_identifiers(
+        self, info: Info[Context, None], first: int = 50
+    ) -> list[SharedIdentifier]:
+        limit = info.context.state.settings.graphql_max_page
+        if not 1 <= first <= limit:
+            raise InvalidPageSize(f"first must be between 1 and {limit}")
+        found = await info.context.state.identity.shared_identifiers(first=first)
+        return [SharedIdentifier.of(item) for item in found]
 
 
 @strawberry.type

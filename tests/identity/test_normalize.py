@@ -3,6 +3,8 @@
 import pytest
 
 from identity.normalize import (
+    Blocklist,
+    Status,
     canonical_email_key,
     check_email,
     check_phone,
@@ -79,3 +81,29 @@ def test_postcodes_and_street_numbers() -> None:
 
 def test_identity_keys_of_other_kinds_are_trimmed_only() -> None:
     assert identity_key("user_id", " U-1 ") == "user_id:U-1"
+
+
+def test_invalid_emails_are_counted_by_a_short_reason() -> None:
+    assert check_email("ada.example.com").reason == "missing_at"
+    assert check_email("ada@").reason == "missing_domain"
+    assert check_email("ada@localhost").reason == "bad_domain"
+    assert check_email("a..b@example.com").reason == "bad_local_part"
+    assert check_email(" ").reason == "empty"
+    assert check_email(42).reason == "not_a_string"
+
+
+def test_invalid_phones_are_counted_by_a_short_reason() -> None:
+    assert check_phone("12").reason == "too_short"
+    assert check_phone("call me").reason == "not_a_number"
+    assert check_phone("1" * 30).reason == "too_long"
+    assert check_phone("+1 555 000 0000").reason == "invalid_number"
+
+
+def test_the_blocklist_blocks_values_of_any_kind_and_whole_keys() -> None:
+    blocklist = Blocklist(["null", "Test@Test.com", "phone:+10000000000"])
+    assert blocklist.blocks("user_id:NULL")
+    assert blocklist.blocks("email:test@test.com")
+    assert blocklist.blocks("phone:+10000000000")
+    assert not blocklist.blocks("user_id:+10000000000")
+    checked = blocklist.check(check_email("TEST@test.com"))
+    assert (checked.key, checked.status, checked.reason) == (None, Status.BLOCKED, "blocked")
