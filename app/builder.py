@@ -19,10 +19,12 @@ from typing import Any
 
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.client_session import AsyncClientSession
+from pymongo.errors import PyMongoError
 
 from app.eventlog import EventLog
 from identity import graph
 from identity.events import IdentityRules, identity_keys, status_traits
+from identity.matching_service import MATCH_TRAITS, MatchService
 from identity.store import IdentityStore
 from profiles import stats as activity
 from profiles import traits as trait_rules
@@ -110,6 +112,7 @@ class ProfileBuilder:
         batch_size: int = 500,
         lease: timedelta = timedelta(seconds=60),
         rules: IdentityRules | None = None,
+        matcher: MatchService | None = None,
     ) -> None:
         self.client = client
         self.profiles = profiles
@@ -119,6 +122,7 @@ class ProfileBuilder:
         self.batch_size = batch_size
         self.lease = lease
         self.rules = rules or IdentityRules()
+        self.matcher = matcher
 
     async def run_batch(self, *, now: datetime | None = None) -> BatchResult:
         """Leases and applies one batch of pending events; returns what it did."""
@@ -183,6 +187,7 @@ class ProfileBuilder:
 
         async with self.client.start_session() as session:
             applied = await session.with_transaction(finish)
+        await self._match(by_profile, plan, now=now)
         return BatchResult(
             applied=applied,
             profiles=len(set(plan.assignment.values())),
@@ -191,6 +196,31 @@ class ProfileBuilder:
             skipped_traits=skipped,
             unattributed=len(docs) - len(plan.assignment),
         )
+
+    async def _match(
+        self, by_profile: Mapping[str, Sequence[Observation]], plan: graph.Plan, *, now: datetime
+    ) -> None:
+        """Matches profiles whose identifying traits this batch wrote; merges the sure ones.
+
+        It runs after the batch is applied: a failure here loses no event, and a
+        later `kindred dedupe` finds what it missed.
+        """
+        if self.matcher is None:
+            return
+        identifying = set(MATCH_TRAITS)
+        touched = {
+            pid for pid, found in by_profile.items() if any(o.key in identifying for o in found)
+        }
+        touched |= {m.survivor for m in plan.merges}
+        if not touched:
+            return
+        try:
+            outcome = await self.matcher.refresh(touched, now=now)
+            for sure in outcome.merges:
+                with contextlib.suppress(StaleAssignment):
+                    await self.merge(sure.survivor, sure.merged, cause=sure.cause())
+        except PyMongoError as exc:
+            log.warning("fuzzy matching failed; dedupe will catch up", extra={"error": str(exc)})
 
     async def _resolve(
         self, docs: Sequence[Document], *, now: datetime

@@ -1,12 +1,25 @@
-"""The `kindred identities` and `kindred dedupe` commands: identity reports and batch matching."""
+"""The `kindred identities` and `kindred dedupe` commands: identity reports, batch matching."""
 
+import contextlib
+import dataclasses
+from datetime import UTC, datetime
 from typing import Annotated
 
 import typer
 from pymongo.asynchronous.database import AsyncDatabase
 from rich.markup import escape
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.table import Table
 
+from app import worker
+from app.builder import StaleAssignment
 from app.cli import (
     DatabaseOption,
     DataDirOption,
@@ -14,12 +27,16 @@ from app.cli import (
     _on_database,
     _when,
     cli,
+    err,
     load_settings,
     out,
 )
 from app.mongo import Document
+from app.state import profile_service
+from identity.matching import Thresholds
+from identity.matching_service import MatchOutcome, MatchService
 from identity.service import IdentityService, SharedIdentifier, ValidationCount
-from identity.store import IdentityStore
+from identity.store import IdentityStore, SuggestionStore
 from profiles.store import ProfileStore
 
 identities_cli = typer.Typer(
@@ -68,3 +85,98 @@ def identities_report(
             item.device_profile,
         )
     out.print(shared_table)
+
+
+@cli.command("dedupe")
+def dedupe_command(
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Report what would happen; write nothing.")
+    ] = False,
+    merge: Annotated[
+        bool,
+        typer.Option(
+            "--merge/--no-merge",
+            help="Merge pairs at or above KINDRED_MATCH_AUTO_MERGE whose email or phone agrees "
+            "(the default); with --no-merge they are suggested instead.",
+        ),
+    ] = True,
+    fit: Annotated[
+        bool,
+        typer.Option(
+            "--fit/--no-fit",
+            help="Fit the model's weights to these profiles by EM (the default), or score "
+            "with the stored model.",
+        ),
+    ] = True,
+    mongodb_uri: MongoUriOption = None,
+    data_dir: DataDirOption = None,
+    database: DatabaseOption = None,
+) -> None:
+    """Finds look-alike profiles across the whole database; safe to run again."""
+    settings = load_settings(mongodb_uri=mongodb_uri, data_dir=data_dir, database=database)
+    match_settings = settings.match_settings()
+    if not merge:
+        thresholds = match_settings.thresholds
+        never = Thresholds(auto_merge=1.0, suggest=thresholds.suggest, require_strong=True)
+        match_settings = dataclasses.replace(match_settings, thresholds=never)
+
+    async def run(db: AsyncDatabase[Document]) -> tuple[MatchOutcome, int]:
+        profiles = profile_service(db, settings)
+        identities = IdentityStore(db)
+        service = MatchService(
+            profiles=profiles.store,
+            identities=identities,
+            suggestions=SuggestionStore(db),
+            settings=match_settings,
+        )
+        with Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=err,
+            transient=True,
+        ) as bar:
+            tasks: dict[str, TaskID] = {}
+
+            def progress(stage: str, done: int, total: int | None) -> None:
+                if stage not in tasks:
+                    tasks[stage] = bar.add_task(stage, total=total)
+                bar.update(tasks[stage], completed=done, total=total)
+
+            outcome = await service.dedupe(
+                dry_run=dry_run, fit=fit, progress=progress, now=datetime.now(UTC)
+            )
+            merged = 0
+            if not dry_run and outcome.merges:
+                builder = worker.build(db.client, settings, profiles)
+                task = bar.add_task("merging", total=len(outcome.merges))
+                for sure in outcome.merges:
+                    with contextlib.suppress(StaleAssignment):
+                        await builder.merge(sure.survivor, sure.merged, cause=sure.cause())
+                        merged += 1
+                    bar.advance(task)
+        return outcome, merged
+
+    outcome, merged = _on_database(settings, run)
+    table = Table(title="dedupe" + (" (dry run: nothing written)" if dry_run else ""))
+    table.add_column("", no_wrap=True)
+    table.add_column("", justify="right")
+    rows = [
+        ("profiles read", f"{outcome.profiles:,}"),
+        ("candidate pairs compared", f"{outcome.candidate_pairs:,}"),
+        ("blocks skipped as oversized", f"{outcome.blocks_skipped:,}"),
+        ("model", outcome.model),
+        ("suggestions (at or above the suggest threshold)", f"{outcome.suggested:,}"),
+        ("  of which new", "-" if dry_run else f"{outcome.new_suggestions:,}"),
+        ("  of which sure but not merged (user ids, limits)", f"{outcome.downgraded:,}"),
+        ("automatic merges" + (" (would be)" if dry_run else ""), f"{len(outcome.merges):,}"),
+        ("seconds", f"{outcome.seconds:.1f}"),
+    ]
+    if not dry_run and merged != len(outcome.merges):
+        rows.append(
+            ("  merges skipped (merged elsewhere meanwhile)", f"{len(outcome.merges) - merged:,}")
+        )
+    for label, value in rows:
+        table.add_row(label, value)
+    out.print(table)

@@ -3,11 +3,13 @@
 from enum import StrEnum
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from identity.events import IdentityRules
 from identity.graph import Limits
+from identity.matching import Thresholds
+from identity.matching_service import MatchSettings
 from identity.normalize import DEFAULT_BLOCKED, Blocklist
 
 
@@ -124,6 +126,29 @@ class Settings(BaseSettings):
         description="An identifier seen with more distinct user ids than this stops linking.",
     )
 
+    match_online: bool = Field(
+        default=True,
+        description="Match profiles whose identifying traits change, as the builder applies them.",
+    )
+    match_suggest: float = Field(
+        default=0.9, ge=0, le=1, description="Match probability at which a pair is suggested."
+    )
+    match_auto_merge: float = Field(
+        default=0.99,
+        ge=0,
+        le=1,
+        description="Match probability at which a pair is merged, if an email or phone agrees.",
+    )
+    match_max_block: int = Field(
+        default=100, ge=2, le=10_000, description="Largest block of look-alikes paired out."
+    )
+
+    @model_validator(mode="after")
+    def _thresholds_in_order(self) -> "Settings":
+        if self.match_suggest > self.match_auto_merge:
+            raise ValueError("match_suggest must not exceed match_auto_merge")
+        return self
+
     def identity_rules(self) -> IdentityRules:
         """Returns the identity resolution rules these settings configure."""
         return IdentityRules(
@@ -136,6 +161,16 @@ class Settings(BaseSettings):
                 },
                 shared_after=self.identity_shared_after,
             ),
+            phone_region=self.phone_default_region,
+        )
+
+    def match_settings(self) -> MatchSettings:
+        """Returns the fuzzy matcher's settings."""
+        rules = self.identity_rules()
+        return MatchSettings(
+            thresholds=Thresholds(auto_merge=self.match_auto_merge, suggest=self.match_suggest),
+            limits=rules.limits,
+            max_block=self.match_max_block,
             phone_region=self.phone_default_region,
         )
 

@@ -14,7 +14,8 @@ from app.builder import ProfileBuilder
 from app.eventlog import EventLog
 from app.mongo import Document
 from app.settings import Settings
-from identity.store import IdentityStore
+from identity.matching_service import MatchService
+from identity.store import IdentityStore, SuggestionStore
 from profiles.service import ProfileService
 
 log = logging.getLogger(__name__)
@@ -30,15 +31,25 @@ def build(
 ) -> ProfileBuilder:
     """Returns a profile builder on the settings' database."""
     db = client[settings.database]
+    identities = IdentityStore(db)
+    matcher = None
+    if settings.match_online:
+        matcher = MatchService(
+            profiles=profiles.store,
+            identities=identities,
+            suggestions=SuggestionStore(db),
+            settings=settings.match_settings(),
+        )
     return ProfileBuilder(
         client,
         profiles=profiles,
-        identities=IdentityStore(db),
+        identities=identities,
         events=EventLog(db),
         owner=worker_name(),
         batch_size=settings.worker_batch_size,
         lease=timedelta(seconds=settings.worker_lease_seconds),
         rules=settings.identity_rules(),
+        matcher=matcher,
     )
 
 

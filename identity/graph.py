@@ -203,7 +203,7 @@ def _survivor_rank(pid: str, limited: Mapping[str, set[str]]) -> tuple[bool, str
     return (not has_user_id, pid)
 
 
-def _refusal_reason(a: set[str], b: set[str], limits: Limits) -> RefusalReason | None:
+def refusal_reason(a: set[str], b: set[str], limits: Limits) -> RefusalReason | None:
     """Returns why two profiles holding these limited keys may not merge, if they may not."""
     together = a | b
     user_ids = {k for k in together if kind_of(k) == "user_id"}
@@ -227,7 +227,7 @@ def _join(
     ordered = sorted(found, key=lambda p: _survivor_rank(p, limited))
     survivor = ordered[0]
     for other in ordered[1:]:
-        reason = _refusal_reason(limited[survivor], limited.get(other, set()), limits)
+        reason = refusal_reason(limited[survivor], limited.get(other, set()), limits)
         if reason is not None:
             result.refused.append(Refusal((survivor, other), sighting.event_id, keys, reason))
             continue

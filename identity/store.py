@@ -1,7 +1,9 @@
 """The identity graph store: the only module of `identity` that talks to MongoDB."""
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
 from pymongo import ASCENDING, IndexModel, UpdateOne
@@ -13,6 +15,8 @@ from profiles.store import PROFILES, profile_from_doc, profile_projection
 
 IDENTITIES = "identities"
 MERGES = "merges"
+SUGGESTIONS = "merge_suggestions"
+MATCH_MODELS = "match_models"
 DUPLICATE_KEY = 11000
 
 Document = dict[str, Any]
@@ -21,6 +25,11 @@ INDEXES = {
     IDENTITIES: [
         IndexModel([("profile_id", ASCENDING), ("kind", ASCENDING)], name="profile_kind"),
         IndexModel([("shared", ASCENDING)], name="shared"),
+    ],
+    SUGGESTIONS: [
+        # One indexed range serves the review queue: best score first, then by id.
+        IndexModel([("status", ASCENDING), ("rank", ASCENDING)], name="status_rank"),
+        IndexModel([("profiles", ASCENDING)], name="profiles"),
     ],
     MERGES: [
         IndexModel([("survivor", ASCENDING)], name="survivor"),
@@ -212,3 +221,157 @@ class IdentityStore:
     async def unfinished_merges(self) -> list[Document]:
         """Returns merges that a crash interrupted."""
         return [doc async for doc in self.merges.find({"status": "started"})]
+
+
+class SuggestionStatus(StrEnum):
+    """Where a merge suggestion stands."""
+
+    OPEN = "open"
+    MERGED = "merged"
+    REJECTED = "rejected"
+
+
+@dataclass(frozen=True)
+class Suggestion:
+    """Two profiles the matcher found alike, with the evidence, for a person to review."""
+
+    id: str
+    profiles: tuple[str, str]
+    score: float
+    evidence: tuple[Mapping[str, Any], ...]
+    status: SuggestionStatus
+    source: str  # `online` (the builder) or `dedupe` (a batch run)
+    created_at: datetime
+    updated_at: datetime
+    note: str | None = None  # e.g. why an automatic merge was not made
+    rank: str = ""  # its position in the review queue, for cursors
+
+
+def suggestion_id(a: str, b: str) -> str:
+    """Returns the id of the suggestion about two profiles, whichever order they come in."""
+    first, second = sorted((a, b))
+    return f"sug_{first}_{second}"
+
+
+def _rank(score: float, sid: str) -> str:
+    # Sorts ascending as score descending, then id: one indexed range pages the queue.
+    return f"{1 - score:.6f}|{sid}"
+
+
+def _suggestion(doc: Mapping[str, Any]) -> Suggestion:
+    a, b = doc["profiles"]
+    return Suggestion(
+        id=doc["_id"],
+        profiles=(a, b),
+        score=doc["score"],
+        evidence=tuple(doc.get("evidence", ())),
+        status=SuggestionStatus(doc["status"]),
+        source=doc["source"],
+        created_at=doc["created_at"],
+        updated_at=doc["updated_at"],
+        note=doc.get("note"),
+        rank=doc["rank"],
+    )
+
+
+@dataclass(frozen=True)
+class Proposal:
+    """A scored pair to record as a suggestion."""
+
+    a: str
+    b: str
+    score: float
+    evidence: tuple[Mapping[str, Any], ...]
+    note: str | None = None
+
+
+class SuggestionStore:
+    """The review queue of merge suggestions, and the fitted match model."""
+
+    def __init__(self, db: AsyncDatabase[Document]) -> None:
+        self.suggestions = db[SUGGESTIONS]
+        self.models = db[MATCH_MODELS]
+
+    async def record(self, proposals: Sequence[Proposal], *, source: str, now: datetime) -> int:
+        """Records suggestions, one per pair however often found; returns how many are new.
+
+        A pair found again gets its latest score and evidence; its status stays,
+        so a rejected pair is not offered again.
+        """
+        if not proposals:
+            return 0
+        requests = []
+        for p in proposals:
+            sid = suggestion_id(p.a, p.b)
+            requests.append(
+                UpdateOne(
+                    {"_id": sid},
+                    {
+                        "$set": {
+                            "score": p.score,
+                            "rank": _rank(p.score, sid),
+                            "evidence": [dict(e) for e in p.evidence],
+                            "note": p.note,
+                            "updated_at": now,
+                        },
+                        "$setOnInsert": {
+                            "profiles": sorted((p.a, p.b)),
+                            "status": SuggestionStatus.OPEN.value,
+                            "source": source,
+                            "created_at": now,
+                        },
+                    },
+                    upsert=True,
+                )
+            )
+        result = await self.suggestions.bulk_write(requests, ordered=False)
+        return result.upserted_count
+
+    async def page(
+        self,
+        *,
+        status: SuggestionStatus,
+        min_score: float,
+        first: int,
+        after: str | None = None,
+    ) -> tuple[list[Suggestion], bool]:
+        """Returns suggestions in a status, best score first, after a cursor; and if more follow."""
+        rank: Document = {"$lte": f"{1 - min_score:.6f}|~"}
+        if after is not None:
+            rank["$gt"] = after
+        docs = [
+            doc
+            async for doc in self.suggestions.find({"status": status.value, "rank": rank})
+            .sort("rank", ASCENDING)
+            .limit(first + 1)
+        ]
+        return [_suggestion(d) for d in docs[:first]], len(docs) > first
+
+    async def get(self, sid: str) -> Suggestion | None:
+        """Returns one suggestion."""
+        doc = await self.suggestions.find_one({"_id": sid})
+        return None if doc is None else _suggestion(doc)
+
+    async def set_status(
+        self, sids: Iterable[str], status: SuggestionStatus, *, now: datetime
+    ) -> int:
+        """Moves suggestions to a status; returns how many changed."""
+        result = await self.suggestions.update_many(
+            {"_id": {"$in": list(sids)}}, {"$set": {"status": status.value, "updated_at": now}}
+        )
+        return result.modified_count
+
+    async def counts(self) -> dict[str, int]:
+        """Returns how many suggestions are in each status."""
+        pipeline = [{"$group": {"_id": "$status", "n": {"$sum": 1}}}]
+        return {doc["_id"]: doc["n"] async for doc in await self.suggestions.aggregate(pipeline)}
+
+    async def load_model(self) -> Document | None:
+        """Returns the match model the last dedupe run fitted, if any."""
+        return await self.models.find_one({"_id": "current"})
+
+    async def save_model(self, model: Mapping[str, Any], *, now: datetime) -> None:
+        """Stores a fitted match model for the builder to score with."""
+        await self.models.replace_one(
+            {"_id": "current"}, {"model": dict(model), "fitted_at": now}, upsert=True
+        )

@@ -3,7 +3,7 @@
 import hashlib
 import json
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -35,6 +35,8 @@ INDEXES = {
         IndexModel([("segments", ASCENDING)], name="segments"),
         IndexModel([("stats.last_seen", DESCENDING)], name="last_seen"),
         IndexModel([("next_eval_at", ASCENDING)], name="next_eval_at", sparse=True),
+        # The fuzzy matcher's blocking keys: a profile's look-alikes share one.
+        IndexModel([("match_keys", ASCENDING)], name="match_keys"),
     ],
     TRAIT_HISTORY: [
         IndexModel(
@@ -101,6 +103,10 @@ def _trait_doc(trait: TraitValue) -> Document:
 
 def _add_identifiers(identifiers: Sequence[Identifier]) -> Document:
     return {"identifiers": {"$each": [{"kind": i.kind, "value": i.value} for i in identifiers]}}
+
+
+def _values(doc: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: t.get("value") for k, t in (doc.get("traits") or {}).items()}
 
 
 def _trait_from_doc(doc: Mapping[str, Any]) -> TraitValue:
@@ -484,6 +490,69 @@ class ProfileStore:
             tuple(doc["_id"].get(f"t{n}") for n in range(len(trait_keys))): doc["n"]
             async for doc in await self.profiles.aggregate(pipeline)
         }
+
+    async def match_inputs(
+        self, profile_ids: Iterable[str], *, trait_keys: Iterable[str]
+    ) -> dict[str, tuple[dict[str, Any], list[str]]]:
+        """Returns live profiles' values of the traits, and their stored matching keys."""
+        projection: Document = {f"traits.{k}.value": 1 for k in trait_keys}
+        projection["match_keys"] = 1
+        return {
+            doc["_id"]: (_values(doc), doc.get("match_keys", []))
+            async for doc in self.profiles.find(
+                {"_id": {"$in": list(set(profile_ids))}, "merged_into": None}, projection
+            )
+        }
+
+    async def set_match_keys(self, keys: Mapping[str, Sequence[str]]) -> None:
+        """Stores each profile's matching keys, in one round trip."""
+        if keys:
+            await self.profiles.bulk_write(
+                [
+                    UpdateOne({"_id": pid}, {"$set": {"match_keys": list(k)}})
+                    for pid, k in keys.items()
+                ],
+                ordered=False,
+            )
+
+    async def sharing_match_keys(
+        self, keys: Iterable[str], *, trait_keys: Iterable[str], limit: int
+    ) -> dict[str, tuple[dict[str, Any], list[str]]]:
+        """Returns up to `limit` live profiles holding any of the keys, as `match_inputs` does."""
+        wanted = list(set(keys))
+        if not wanted:
+            return {}
+        projection: Document = {f"traits.{k}.value": 1 for k in trait_keys}
+        projection.update({"match_keys": 1, "merged_into": 1})
+        found: dict[str, tuple[dict[str, Any], list[str]]] = {}
+        # Merged-away profiles are few; dropping them here keeps the query on one index.
+        async for doc in self.profiles.find({"match_keys": {"$in": wanted}}, projection).limit(
+            limit
+        ):
+            if doc.get("merged_into") is None:
+                found[doc["_id"]] = (_values(doc), doc.get("match_keys", []))
+        return found
+
+    async def scan_live(
+        self, *, trait_keys: Iterable[str], batch_size: int = 2000
+    ) -> AsyncIterator[list[tuple[str, dict[str, Any]]]]:
+        """Yields every live profile's values of the traits, in batches, in id order."""
+        projection: Document = {f"traits.{k}.value": 1 for k in trait_keys}
+        projection["merged_into"] = 1
+        batch: list[tuple[str, dict[str, Any]]] = []
+        # One cursor read in batches: the client never holds the whole collection.
+        async for doc in self.profiles.find({}, projection, batch_size=batch_size):
+            if doc.get("merged_into") is None:
+                batch.append((doc["_id"], _values(doc)))
+            if len(batch) >= batch_size:
+                yield batch
+                batch = []
+        if batch:
+            yield batch
+
+    async def count_live(self) -> int:
+        """Returns about how many profiles there are (merged-away ones included), cheaply."""
+        return await self.profiles.estimated_document_count()
 
     async def catalog_entries(
         self, keys: Iterable[str] | None = None

@@ -4,6 +4,7 @@ import asyncio
 from collections.abc import Callable
 from datetime import datetime
 from enum import Enum
+from http import HTTPStatus
 from typing import Any
 
 import strawberry
@@ -33,8 +34,16 @@ from app.ingest.models import QuarantinedEvent as QuarantinedEventRow
 from app.ingest.service import ReplaySummary
 from app.settings import Environment, Settings
 from identity.errors import InvalidIdentifier
-from identity.graphql import SharedIdentifier, ValidationCount
+from identity.graphql import (
+    MergeSuggestion,
+    MergeSuggestionConnection,
+    MergeSuggestionEdge,
+    SharedIdentifier,
+    SuggestionStatusType,
+    ValidationCount,
+)
 from identity.normalize import identity_key
+from identity.store import SuggestionStatus, SuggestionStore
 from profiles import traits as trait_rules
 from profiles.errors import KindredError
 from profiles.errors import ProfileNotFound as ProfileNotFoundError
@@ -327,6 +336,55 @@ class Query:
             raise InvalidPageSize(f"first must be between 1 and {limit}")
         found = await info.context.state.identity.shared_identifiers(first=first)
         return [SharedIdentifier.of(item) for item in found]
+
+    @strawberry.field(
+        permission_classes=ADMIN,
+        description="The review queue of look-alike profiles, best score first, with the "
+        "evidence per field (Relay-style cursors).",
+    )
+    async def merge_suggestions(
+        self,
+        info: Info[Context, None],
+        status: SuggestionStatusType = SuggestionStatus.OPEN,  # type: ignore[valid-type]
+        min_score: float = 0.0,
+        first: int = 50,
+        after: str | None = None,
+    ) -> MergeSuggestionConnection:
+        limit = info.context.state.settings.graphql_max_page
+        if not 1 <= first <= limit:
+            raise InvalidPageSize(f"first must be between 1 and {limit}")
+        if not 0 <= min_score <= 1:
+            raise InvalidScore("minScore must be between 0 and 1")
+        after_rank = decode_cursor(after, parts=1)[0] if after is not None else None
+        found, more = await SuggestionStore(info.context.db).page(
+            status=SuggestionStatus(status), min_score=min_score, first=first, after=after_rank
+        )
+        ids = {pid for item in found for pid in item.profiles}
+        profiles = dict(
+            zip(
+                ids,
+                await asyncio.gather(*(_follow_merges(info.context, pid, None) for pid in ids)),
+                strict=True,
+            )
+        )
+        edges = [
+            MergeSuggestionEdge(
+                cursor=encode_cursor(item.rank),
+                node=MergeSuggestion.of(
+                    item,
+                    [ProfileType.of(p) for pid in item.profiles if (p := profiles[pid])],
+                ),
+            )
+            for item in found
+        ]
+        return MergeSuggestionConnection(edges=edges, page_info=PageInfo.of(edges, more=more))
+
+
+class InvalidScore(KindredError):
+    """A score bound outside 0 to 1."""
+
+    code = "invalid_score"
+    status = HTTPStatus.UNPROCESSABLE_ENTITY
 
 
 @strawberry.type

@@ -131,9 +131,11 @@ def building_server(
         server.stop()
 
 
-async def wait_until_applied(db: AsyncDatabase[Document], expected: int) -> None:
-    """Waits (30 s at most) until `expected` events are stored and none is pending."""
-    deadline = time.monotonic() + 30
+async def wait_until_applied(
+    db: AsyncDatabase[Document], expected: int, *, seconds: float = 30
+) -> None:
+    """Waits (30 s by default) until `expected` events are stored and none is pending."""
+    deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         stored = await db["events"].count_documents({})
         pending = await EventLog(db).pending_count()
@@ -211,3 +213,30 @@ async def test_kindred_demo_stops_on_a_refused_write_key(
     assert result.returncode == 1
     assert "refused" in result.stderr
     assert await db["events"].count_documents({}) == 0
+
+
+async def test_the_builder_suggests_the_demo_typo_duplicates_as_events_arrive(
+    building_server: LiveServer, db: AsyncDatabase[Document]
+) -> None:
+    _, write_key = await SourceStore(db).create(DEMO_SOURCE)
+    # A seed whose third duplicate orders, giving the address it shares, within 30 days,
+    # and whose original does not move away (the matcher compares current traits).
+    demo = generate(seed=21, people=100, days=30, now=datetime.now(UTC))
+    assert {d.kind for d in demo.duplicates} == set(DuplicateKind)
+    await asyncio.to_thread(
+        send, demo.calls, url=building_server.url, write_key=write_key, batch_size=500
+    )
+    await wait_until_applied(db, len(demo.calls), seconds=90)
+
+    owner = {
+        doc["_id"]: doc["profile_id"] async for doc in db["identities"].find({"kind": "user_id"})
+    }
+    suggested = {
+        frozenset(doc["profiles"]) async for doc in db["merge_suggestions"].find({"status": "open"})
+    }
+    for pair in demo.duplicates:
+        profiles = {owner[f"user_id:{p.user_id}"] for p in (pair.original, pair.duplicate)}
+        assert profiles in suggested, pair.kind
+        # A second account has a user id of its own: suggested, never merged.
+        live = {"_id": {"$in": list(profiles)}, "merged_into": None}
+        assert await db["profiles"].count_documents(live) == 2

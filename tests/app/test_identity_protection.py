@@ -72,7 +72,9 @@ async def test_an_event_with_only_blocked_identifiers_is_applied_to_nobody(db: D
     assert (result.applied, result.unattributed) == (1, 1)
     assert await _live(db) == []
     stored = await db[EVENTS].find_one({})
-    assert stored is not None and stored["status"] == "applied" and stored["profile_id"] is None
+    assert stored is not None
+    assert stored["status"] == "applied"
+    assert stored["profile_id"] is None
 
 
 async def test_a_profile_links_at_most_its_limit_of_emails(db: Db) -> None:
@@ -90,7 +92,9 @@ async def test_a_profile_links_at_most_its_limit_of_emails(db: Db) -> None:
     # The fourth address was left free, so the person it belongs to gets it.
     owner = await db[IDENTITIES].find_one({"_id": f"email:{emails[3]}"})
     u2 = await db[IDENTITIES].find_one({"_id": "user_id:u2"})
-    assert owner is not None and u2 is not None and owner["profile_id"] == u2["profile_id"]
+    assert owner is not None
+    assert u2 is not None
+    assert owner["profile_id"] == u2["profile_id"]
 
 
 async def test_a_device_seen_with_too_many_people_stops_linking(db: Db) -> None:
@@ -107,13 +111,16 @@ async def test_a_device_seen_with_too_many_people_stops_linking(db: Db) -> None:
     await drain(builder_for(db, rules=rules))
 
     kiosk = await db[IDENTITIES].find_one({"_id": "anonymous_id:kiosk"})
-    assert kiosk is not None and kiosk["shared"] is True
+    assert kiosk is not None
+    assert kiosk["shared"] is True
     first = await db[IDENTITIES].find_one({"_id": "user_id:u0"})
-    assert first is not None and kiosk["held_by"] == first["profile_id"]
+    assert first is not None
+    assert kiosk["held_by"] == first["profile_id"]
     # Each customer has a profile of their own, and the later browsing went to the
     # kiosk's device profile, not to the first customer.
     people = {doc["profile_id"] async for doc in db[IDENTITIES].find({"kind": "user_id"})}
     assert len(people) == 4
     stored = await db[EVENTS].find_one({"_id": browsing["_id"]})
-    assert stored is not None and stored["profile_id"] == kiosk["profile_id"]
+    assert stored is not None
+    assert stored["profile_id"] == kiosk["profile_id"]
     assert stored["profile_id"] not in people

@@ -46,3 +46,25 @@ def test_json_logs_carry_the_request_id_and_extras() -> None:
     assert line["request_id"] == "req-1"
     assert line["status"] == 200
     assert line["level"] == "INFO"
+
+
+def test_identity_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KINDRED_IDENTITY_BLOCKED_VALUES", '["nobody@example.com"]')
+    monkeypatch.setenv("KINDRED_IDENTITY_MAX_EMAILS", "2")
+    monkeypatch.setenv("KINDRED_MATCH_SUGGEST", "0.8")
+    monkeypatch.setenv("KINDRED_MATCH_AUTO_MERGE", "0.995")
+    settings = Settings()
+    rules = settings.identity_rules()
+    assert rules.blocklist.blocks("email:nobody@example.com")
+    assert not rules.blocklist.blocks("user_id:null")  # the list replaces the defaults
+    assert rules.limits.per_kind["email"] == 2
+    thresholds = settings.match_settings().thresholds
+    assert (thresholds.suggest, thresholds.auto_merge) == (0.8, 0.995)
+
+
+def test_a_suggest_threshold_above_the_merge_threshold_is_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("KINDRED_MATCH_SUGGEST", "0.999")
+    with pytest.raises(ValueError, match="match_suggest must not exceed match_auto_merge"):
+        Settings()

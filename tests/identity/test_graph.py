@@ -78,6 +78,7 @@ def test_a_shared_key_links_nothing() -> None:
         {"prf_1": frozenset({"user_id:u1"})},
         shared=frozenset({"anonymous_id:kiosk"}),
     )
-    assert result.merges == [] and result.refused == []
+    assert result.merges == []
+    assert result.refused == []
     assert result.assignment == {"e001": "prf_1", "e002": "prf_device"}
     assert result.claims == {}

@@ -1,0 +1,314 @@
+"""Fuzzy matching against the stored profiles: online after each batch, and batch dedupe runs.
+
+The pure matcher (`identity.matching`) scores; this module reads the profiles'
+identifying traits, keeps their blocking keys (`match_keys`, indexed) current,
+records suggestions, and says which pairs to merge automatically. The caller
+performs merges, as the profile builder does for the identity graph's own.
+"""
+
+import asyncio
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+
+from identity import graph, matching
+from identity.store import IdentityStore, Proposal, SuggestionStore
+from profiles.store import ProfileStore
+
+# Every trait `matching.record_from_traits` reads.
+MATCH_TRAITS = (
+    "first_name",
+    "firstName",
+    "given_name",
+    "givenName",
+    "last_name",
+    "lastName",
+    "surname",
+    "family_name",
+    "name",
+    "email",
+    "phone",
+    "birthday",
+    "birth_date",
+    "date_of_birth",
+    "birthDate",
+    "dateOfBirth",
+    "address",
+    "city",
+    "postcode",
+    "postal_code",
+    "postalCode",
+    "zip",
+    "zip_code",
+)
+MODEL_TTL_SECONDS = 60.0
+MAX_ONLINE_CANDIDATES = 5_000  # profiles one online pass reads at most
+SCORE_CHUNK = 200_000  # pairs scored at once by a dedupe run: bounds its memory
+
+Progress = Callable[[str, int, int | None], None]  # stage, done, total (None: unknown)
+
+
+@dataclass(frozen=True)
+class MatchSettings:
+    """How the matcher decides, and how far the online lookup reaches."""
+
+    thresholds: matching.Thresholds = field(default_factory=matching.Thresholds)
+    limits: graph.Limits = field(default_factory=graph.Limits)
+    max_block: int = matching.DEFAULT_MAX_BLOCK
+    phone_region: str = "US"
+
+
+@dataclass(frozen=True)
+class AutoMerge:
+    """Two profiles the matcher is sure enough of to merge, with its evidence."""
+
+    survivor: str
+    merged: str
+    score: float
+    evidence: tuple[Mapping[str, Any], ...]
+
+    def cause(self) -> dict[str, Any]:
+        """Returns the merge's cause, as the merge ledger records it."""
+        return {
+            "actor": "automatic",
+            "rule": "fuzzy match at or above the auto-merge threshold",
+            "score": round(self.score, 6),
+            "evidence": [dict(e) for e in self.evidence],
+        }
+
+
+@dataclass
+class MatchOutcome:
+    """What one matching pass found."""
+
+    profiles: int = 0
+    candidate_pairs: int = 0
+    blocks_skipped: int = 0
+    suggested: int = 0  # pairs at or above the suggest threshold, merges excluded
+    new_suggestions: int = 0
+    downgraded: int = 0  # sure pairs suggested instead: two user ids, or over a limit
+    merges: list[AutoMerge] = field(default_factory=list)
+    model: str = "default"
+    seconds: float = 0.0
+
+
+def _survivor_first(a: str, b: str, user_ids: Mapping[str, frozenset[str]]) -> tuple[str, str]:
+    # The graph's rule: the profile with a user id survives, else the older (ids sort by age).
+    ranked = sorted((a, b), key=lambda p: (not user_ids.get(p), p))
+    return ranked[0], ranked[1]
+
+
+class MatchService:
+    """Finds look-alike profiles and records them as suggestions or merges."""
+
+    def __init__(
+        self,
+        *,
+        profiles: ProfileStore,
+        identities: IdentityStore,
+        suggestions: SuggestionStore,
+        settings: MatchSettings | None = None,
+    ) -> None:
+        self.profiles = profiles
+        self.identities = identities
+        self.suggestions = suggestions
+        self.settings = settings or MatchSettings()
+        self._model: tuple[float, matching.Model, str] | None = None
+
+    async def model(self) -> tuple[matching.Model, str]:
+        """Returns the model the last dedupe run fitted (else the defaults), and which."""
+        now = time.monotonic()
+        if self._model is None or now - self._model[0] > MODEL_TTL_SECONDS:
+            doc = await self.suggestions.load_model()
+            if doc is None:
+                self._model = (now, matching.default_model(), "default")
+            else:
+                self._model = (now, matching.Model.from_document(doc["model"]), "fitted")
+        return self._model[1], self._model[2]
+
+    def _record(self, values: Mapping[str, Any]) -> dict[str, str | None]:
+        return matching.record_from_traits(values, region=self.settings.phone_region)
+
+    async def refresh(self, profile_ids: Iterable[str], *, now: datetime) -> MatchOutcome:
+        """Updates the profiles' blocking keys and matches those whose keys changed.
+
+        Called by the builder for profiles whose identifying traits it just
+        wrote; candidates are found through the `match_keys` index.
+        """
+        started = time.perf_counter()
+        inputs = await self.profiles.match_inputs(profile_ids, trait_keys=MATCH_TRAITS)
+        records = {pid: self._record(values) for pid, (values, _) in inputs.items()}
+        keys = {pid: matching.blocking_keys(r) for pid, r in records.items()}
+        changed = {pid: k for pid, k in keys.items() if k != inputs[pid][1]}
+        outcome = MatchOutcome(profiles=len(changed))
+        if not changed:
+            return outcome
+        await self.profiles.set_match_keys(changed)
+        wanted = {k for ks in changed.values() for k in ks}
+        # A block over the cap is skipped, as a dedupe run skips it; the read is
+        # bounded too, so a batch of common keys cannot pull the collection in.
+        limit = min((self.settings.max_block + 1) * len(wanted), MAX_ONLINE_CANDIDATES)
+        found = await self.profiles.sharing_match_keys(wanted, trait_keys=MATCH_TRAITS, limit=limit)
+        holders: dict[str, set[str]] = defaultdict(set)
+        for pid, (_, stored) in found.items():
+            for key in stored:
+                if key in wanted:
+                    holders[key].add(pid)
+        pairs: set[tuple[str, str]] = set()
+        for pid, own in changed.items():
+            for key in own:
+                block = holders.get(key, set())
+                if len(block) > self.settings.max_block:
+                    outcome.blocks_skipped += 1
+                    continue
+                pairs.update((pid, other) for other in block if other != pid)
+        unique = sorted({(min(a, b), max(a, b)) for a, b in pairs})
+        if not unique:
+            return outcome
+        for pid, (values, _) in found.items():
+            records.setdefault(pid, self._record(values))
+        model, outcome.model = await self.model()
+        scored = await asyncio.to_thread(_score_pairs, records, unique, model, workers=1)
+        await self._act(scored, outcome, source="online", now=now, dry_run=False)
+        outcome.seconds = time.perf_counter() - started
+        return outcome
+
+    async def dedupe(
+        self,
+        *,
+        dry_run: bool = False,
+        fit: bool = True,
+        progress: Progress | None = None,
+        now: datetime,
+    ) -> MatchOutcome:
+        """Matches every live profile against every other through blocking; re-runnable.
+
+        Reads the profiles in batches, fits the model by EM (unless `fit` is
+        false), scores candidate pairs a chunk at a time, and records
+        suggestions; pairs found before keep one suggestion. Unless a dry run,
+        it also stores the fitted model and every profile's blocking keys, so
+        the online path finds candidates among profiles that predate it.
+        """
+        started = time.perf_counter()
+        report = progress or (lambda _stage, _done, _total: None)
+        total = await self.profiles.count_live()
+        ids: list[str] = []
+        records: list[dict[str, str | None]] = []
+        async for batch in self.profiles.scan_live(trait_keys=MATCH_TRAITS):
+            for pid, values in batch:
+                ids.append(pid)
+                records.append(self._record(values))
+            report("reading profiles", len(ids), max(total, len(ids)))
+        outcome = MatchOutcome(profiles=len(ids))
+        if len(ids) < 2:
+            outcome.seconds = time.perf_counter() - started
+            return outcome
+        table = await asyncio.to_thread(matching.Table.from_records, ids, records)
+        blocking = await asyncio.to_thread(matching.block, table, max_block=self.settings.max_block)
+        outcome.candidate_pairs = len(blocking.pairs)
+        outcome.blocks_skipped = blocking.blocks_skipped
+        if fit:
+            report("fitting the model", 0, None)
+            model = await asyncio.to_thread(matching.estimate, table, None, blocking.pairs)
+            outcome.model = "fitted"
+        else:
+            model, outcome.model = await self.model()
+        for start in range(0, len(blocking.pairs), SCORE_CHUNK):
+            chunk = blocking.pairs[start : start + SCORE_CHUNK]
+            scores = await asyncio.to_thread(matching.score, table, None, chunk, model)
+            await self._act(
+                _Scored(table.ids, scores), outcome, source="dedupe", now=now, dry_run=dry_run
+            )
+            report("scoring pairs", start + len(chunk), len(blocking.pairs))
+        if not dry_run:
+            await self._store_keys(table, report)
+            if fit:
+                await self.suggestions.save_model(model.to_document(), now=now)
+                self._model = None
+        outcome.seconds = time.perf_counter() - started
+        return outcome
+
+    async def _store_keys(self, table: matching.Table, report: Progress) -> None:
+        by_row: dict[int, list[str]] = defaultdict(list)
+        for row, key in zip(table.key_records.tolist(), table.key_values.tolist(), strict=True):
+            by_row[row].append(str(key))
+        rows = list(range(len(table)))
+        for start in range(0, len(rows), 1000):
+            part = rows[start : start + 1000]
+            await self.profiles.set_match_keys(
+                {table.ids[r]: sorted(set(by_row.get(r, []))) for r in part}
+            )
+            report("storing blocking keys", start + len(part), len(rows))
+
+    async def _act(
+        self,
+        scored: "_Scored",
+        outcome: MatchOutcome,
+        *,
+        source: str,
+        now: datetime,
+        dry_run: bool,
+    ) -> None:
+        """Turns scored pairs into suggestions and automatic merges."""
+        scores = scored.scores
+        decisions = matching.decide(scores, self.settings.thresholds)
+        keep = np.flatnonzero(decisions != matching.Decision.NONE)
+        if source == "online":
+            outcome.candidate_pairs += len(scores)
+        if not len(keep):
+            return
+        pairs = [(scored.ids[int(a)], scored.ids[int(b)]) for a, b in scores.pairs[keep]]
+        held = await self.identities.held_keys(
+            {p for pair in pairs for p in pair}, kinds=self.settings.limits.per_kind
+        )
+        user_ids = {
+            pid: frozenset(k for k in keys if graph.kind_of(k) == "user_id")
+            for pid, keys in held.items()
+        }
+        proposals: list[Proposal] = []
+        for row, (a, b) in zip(keep.tolist(), pairs, strict=True):
+            evidence = tuple(e.to_document() for e in matching.explain(scores, row))
+            probability = float(scores.probability[row])
+            if decisions[row] == matching.Decision.MERGE:
+                refused = graph.refusal_reason(
+                    set(held.get(a, ())), set(held.get(b, ())), self.settings.limits
+                )
+                if refused is None:
+                    survivor, merged = _survivor_first(a, b, user_ids)
+                    outcome.merges.append(AutoMerge(survivor, merged, probability, evidence))
+                    continue
+                outcome.downgraded += 1
+                note = f"not merged automatically: {refused.value.replace('_', ' ')}"
+                proposals.append(Proposal(a, b, probability, evidence, note))
+            else:
+                proposals.append(Proposal(a, b, probability, evidence))
+        outcome.suggested += len(proposals)
+        if not dry_run:
+            outcome.new_suggestions += await self.suggestions.record(
+                proposals, source=source, now=now
+            )
+
+
+@dataclass(frozen=True)
+class _Scored:
+    ids: Sequence[str]
+    scores: matching.Scores
+
+
+def _score_pairs(
+    records: Mapping[str, Mapping[str, str | None]],
+    pairs: Sequence[tuple[str, str]],
+    model: matching.Model,
+    *,
+    workers: int,
+) -> _Scored:
+    ids = sorted({p for pair in pairs for p in pair})
+    row = {pid: n for n, pid in enumerate(ids)}
+    table = matching.Table.from_records(ids, [records[pid] for pid in ids])
+    index = np.array([(row[a], row[b]) for a, b in pairs], dtype=np.int64)
+    return _Scored(ids, matching.score(table, None, index, model, workers=workers))
