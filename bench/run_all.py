@@ -7,9 +7,13 @@ from pathlib import Path
 HERE = Path(__file__).parent
 
 
+# Helpers, not benchmarks.
+HELPERS = {"run_all.py", "common.py", "identity_data.py"}
+
+
 def main() -> int:
-    """Runs each `bench/*.py` script except this one; returns non-zero if any failed."""
-    scripts = sorted(p for p in HERE.glob("*.py") if p.name not in {"run_all.py", "common.py"})
+    """Runs each `bench/*.py` script except this one and the helpers; non-zero if any failed."""
+    scripts = sorted(p for p in HERE.glob("*.py") if p.name not in HELPERS)
     failed = 0
     for script in scripts:
         print(f"\n=== {script.name} ===", flush=True)
