@@ -260,10 +260,12 @@ class ProfileStore:
         Run in a transaction: writing both documents makes two opposite merges of
         the same pair conflict, so they can never point at each other.
         """
-        live = await self.profiles.find_one_and_update(
+        # update_one, not find_one_and_update: SecantusDB serves the latter with a
+        # collection scan (175 ms at 20k profiles), the former through `_id`.
+        live = await self.profiles.update_one(
             {"_id": survivor, "merged_into": None}, {"$inc": {"version": 1}}, session=session
         )
-        if live is None:
+        if live.matched_count == 0:
             return False
         done = await self.profiles.update_one(
             {"_id": merged, "merged_into": {"$in": [None, survivor]}},
