@@ -174,7 +174,9 @@ class MatchService:
             records.setdefault(pid, self._record(values))
         model, outcome.model = await self.model()
         scored = await asyncio.to_thread(_score_pairs, records, unique, model, workers=1)
-        await self._act(scored, outcome, source="online", now=now, dry_run=False)
+        sure: list[_Sure] = []
+        await self._act(scored, outcome, sure, source="online", now=now, dry_run=False)
+        await self._merges(sure, outcome, source="online", now=now, dry_run=False)
         outcome.seconds = time.perf_counter() - started
         return outcome
 
@@ -218,13 +220,14 @@ class MatchService:
             outcome.model = "fitted"
         else:
             model, outcome.model = await self.model()
+        sure: list[_Sure] = []
         for start in range(0, len(blocking.pairs), SCORE_CHUNK):
             chunk = blocking.pairs[start : start + SCORE_CHUNK]
             scores = await asyncio.to_thread(matching.score, table, None, chunk, model)
-            await self._act(
-                _Scored(table.ids, scores), outcome, source="dedupe", now=now, dry_run=dry_run
-            )
+            scored = _Scored(table.ids, scores)
+            await self._act(scored, outcome, sure, source="dedupe", now=now, dry_run=dry_run)
             report("scoring pairs", start + len(chunk), len(blocking.pairs))
+        await self._merges(sure, outcome, source="dedupe", now=now, dry_run=dry_run)
         if not dry_run:
             await self._store_keys(table, report)
             if fit:
@@ -249,12 +252,13 @@ class MatchService:
         self,
         scored: "_Scored",
         outcome: MatchOutcome,
+        sure: list["_Sure"],
         *,
         source: str,
         now: datetime,
         dry_run: bool,
     ) -> None:
-        """Turns scored pairs into suggestions and automatic merges."""
+        """Records the scored pairs' suggestions; collects the sure ones for `_merges`."""
         scores = scored.scores
         decisions = matching.decide(scores, self.settings.thresholds)
         keep = np.flatnonzero(decisions != matching.Decision.NONE)
@@ -263,35 +267,91 @@ class MatchService:
         if not len(keep):
             return
         pairs = [(scored.ids[int(a)], scored.ids[int(b)]) for a, b in scores.pairs[keep]]
-        held = await self.identities.held_keys(
-            {p for pair in pairs for p in pair}, kinds=self.settings.limits.per_kind
-        )
-        user_ids = {
-            pid: frozenset(k for k in keys if graph.kind_of(k) == "user_id")
-            for pid, keys in held.items()
-        }
         proposals: list[Proposal] = []
         for row, (a, b) in zip(keep.tolist(), pairs, strict=True):
             evidence = tuple(e.to_document() for e in matching.explain(scores, row))
             probability = float(scores.probability[row])
             if decisions[row] == matching.Decision.MERGE:
-                refused = graph.refusal_reason(
-                    set(held.get(a, ())), set(held.get(b, ())), self.settings.limits
-                )
-                if refused is None:
-                    survivor, merged = _survivor_first(a, b, user_ids)
-                    outcome.merges.append(AutoMerge(survivor, merged, probability, evidence))
-                    continue
-                outcome.downgraded += 1
-                note = f"not merged automatically: {refused.value.replace('_', ' ')}"
-                proposals.append(Proposal(a, b, probability, evidence, note))
+                sure.append(_Sure(a, b, probability, evidence))
             else:
                 proposals.append(Proposal(a, b, probability, evidence))
+        await self._suggest(proposals, outcome, source=source, now=now, dry_run=dry_run)
+
+    async def _suggest(
+        self,
+        proposals: list[Proposal],
+        outcome: MatchOutcome,
+        *,
+        source: str,
+        now: datetime,
+        dry_run: bool,
+    ) -> None:
         outcome.suggested += len(proposals)
-        if not dry_run:
+        if proposals and not dry_run:
             outcome.new_suggestions += await self.suggestions.record(
                 proposals, source=source, now=now
             )
+
+    async def _merges(
+        self,
+        sure: list["_Sure"],
+        outcome: MatchOutcome,
+        *,
+        source: str,
+        now: datetime,
+        dry_run: bool,
+    ) -> None:
+        """Plans the sure pairs' merges as one closure, best score first.
+
+        Pairs chain (a~b, b~c): each merge joins the clusters the two profiles
+        are in by then, and is refused, and suggested instead, if the joined
+        cluster would hold two user ids or too many emails or phones.
+        """
+        if not sure:
+            return
+        held = await self.identities.held_keys(
+            {p for pair in sure for p in (pair.a, pair.b)}, kinds=self.settings.limits.per_kind
+        )
+        keys: dict[str, set[str]] = {pid: set(k) for pid, k in held.items()}
+        parent: dict[str, str] = {}
+
+        def find(pid: str) -> str:
+            while pid in parent:
+                pid = parent[pid]
+            return pid
+
+        refused: list[Proposal] = []
+        for pair in sorted(sure, key=lambda p: (-p.score, p.a, p.b)):
+            a, b = find(pair.a), find(pair.b)
+            if a == b:
+                continue
+            reason = graph.refusal_reason(
+                keys.get(a, set()), keys.get(b, set()), self.settings.limits
+            )
+            if reason is not None:
+                note = f"not merged automatically: {reason.value.replace('_', ' ')}"
+                refused.append(Proposal(pair.a, pair.b, pair.score, pair.evidence, note))
+                continue
+            user_ids = {
+                pid: frozenset(k for k in keys.get(pid, ()) if graph.kind_of(k) == "user_id")
+                for pid in (a, b)
+            }
+            survivor, merged = _survivor_first(a, b, user_ids)
+            parent[merged] = survivor
+            keys[survivor] = keys.get(survivor, set()) | keys.pop(merged, set())
+            outcome.merges.append(AutoMerge(survivor, merged, pair.score, pair.evidence))
+        outcome.downgraded += len(refused)
+        await self._suggest(refused, outcome, source=source, now=now, dry_run=dry_run)
+
+
+@dataclass(frozen=True)
+class _Sure:
+    """A pair at or above the merge threshold with a strong identifier agreeing."""
+
+    a: str
+    b: str
+    score: float
+    evidence: tuple[Mapping[str, Any], ...]
 
 
 @dataclass(frozen=True)

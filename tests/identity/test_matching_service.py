@@ -144,3 +144,19 @@ async def test_a_dry_run_writes_nothing(db: Db) -> None:
     assert await _suggestions(db) == []
     assert await db[PROFILES].count_documents({"match_keys": {"$exists": True}}) == 0
     assert await db["match_models"].count_documents({}) == 0
+
+
+async def test_chained_sure_pairs_never_join_two_user_ids(db: Db) -> None:
+    # b looks like a and like c, which are two customers: b joins one of them only.
+    same = {**KATHERINE, "phone": "+14155550100"}
+    a = await seed_profile(db, {"user_id": "u1"}, same)
+    b = await seed_profile(db, {"crm_id": "c1"}, {**same, "first_name": "Kate"})
+    c = await seed_profile(db, {"user_id": "u2"}, {**same, "first_name": "Katharine"})
+    outcome = await matcher(db).dedupe(now=NOW)
+    assert len(outcome.merges) == 1
+    [merge] = outcome.merges
+    assert merge.merged == b
+    assert merge.survivor in {a, c}
+    notes = [s["note"] async for s in db[SUGGESTIONS].find({"note": {"$ne": None}})]
+    assert notes
+    assert set(notes) == {"not merged automatically: different user ids"}
