@@ -126,6 +126,10 @@ class Settings(BaseSettings):
         description="An identifier seen with more distinct user ids than this stops linking.",
     )
 
+    identity_canonical_emails: bool = Field(
+        default=False,
+        description="Also link by provider-folded emails (Gmail dots, `+tags`).",
+    )
     match_online: bool = Field(
         default=True,
         description="Match profiles whose identifying traits change, as the builder applies them.",
@@ -162,6 +166,7 @@ class Settings(BaseSettings):
                 shared_after=self.identity_shared_after,
             ),
             phone_region=self.phone_default_region,
+            canonical_emails=self.identity_canonical_emails,
         )
 
     def match_settings(self) -> MatchSettings:

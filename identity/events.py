@@ -6,7 +6,14 @@ from typing import Any
 
 from identity.errors import InvalidIdentifier
 from identity.graph import Limits
-from identity.normalize import Blocklist, Checked, check_email, check_phone, identity_key
+from identity.normalize import (
+    Blocklist,
+    Checked,
+    canonical_email_key,
+    check_email,
+    check_phone,
+    identity_key,
+)
 
 # Traits the builder derives from every observed email and phone, next to the value
 # as observed: `valid`, `invalid` or `blocked`, and the reason code if not valid.
@@ -23,6 +30,10 @@ class IdentityRules:
     blocklist: Blocklist = field(default_factory=Blocklist)
     limits: Limits = field(default_factory=Limits)
     phone_region: str = "US"
+    # Also link by the provider-folded address (`email_canonical:`), so that
+    # `j.smith+shop@gmail.com` and `jsmith@gmail.com` meet. Off by default: two
+    # people can own addresses that fold together at a provider we misjudge.
+    canonical_emails: bool = False
 
     def check(self, kind: str, value: object) -> Checked:
         """Returns the key of an email or phone trait, or why it cannot be one."""
@@ -30,6 +41,13 @@ class IdentityRules:
             check_email(value) if kind == "email" else check_phone(value, region=self.phone_region)
         )
         return self.blocklist.check(checked)
+
+    def canonical_email(self, value: object) -> str | None:
+        """Returns the provider-folded key of a valid, unblocked email, where one applies."""
+        if self.check("email", value).key is None:
+            return None
+        key = canonical_email_key(value)
+        return None if key is None or self.blocklist.blocks(key) else key
 
     def key(self, kind: str, value: object) -> str | None:
         """Returns the identity key of an id (`user_id`, `anonymous_id`…) unless unusable."""
@@ -63,6 +81,8 @@ def identity_keys(event: Mapping[str, Any], rules: IdentityRules) -> tuple[str, 
         for kind in STATUS_TRAITS:
             if source.get(kind) not in (None, ""):
                 keys.append(rules.check(kind, source[kind]).key)
+        if rules.canonical_emails and source.get("email") not in (None, ""):
+            keys.append(rules.canonical_email(source["email"]))
     return tuple(dict.fromkeys(k for k in keys if k is not None))
 
 

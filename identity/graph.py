@@ -16,7 +16,7 @@ from enum import StrEnum
 from profiles.ids import new_id
 
 # Highest first: a new profile is named after its strongest key.
-KIND_PRIORITY = ("user_id", "email", "phone", "anonymous_id")
+KIND_PRIORITY = ("user_id", "email", "email_canonical", "phone", "anonymous_id")
 
 
 def kind_of(key: str) -> str:

@@ -124,3 +124,23 @@ async def test_a_device_seen_with_too_many_people_stops_linking(db: Db) -> None:
     assert stored is not None
     assert stored["profile_id"] == kiosk["profile_id"]
     assert stored["profile_id"] not in people
+
+
+async def test_provider_folded_emails_link_only_when_turned_on(db: Db) -> None:
+    events = [
+        event("identify", anonymous_id="a1", traits={"email": "J.Smith+shop@gmail.com"}),
+        event("identify", anonymous_id="a2", traits={"email": "jsmith@googlemail.com"}, at=1),
+    ]
+    await db[EVENTS].insert_many([dict(e) for e in events])
+    await drain(builder_for(db))
+    assert len(await _live(db)) == 2  # by default an address links only as written
+
+    await db[EVENTS].delete_many({})
+    await db[PROFILES].delete_many({})
+    await db[IDENTITIES].delete_many({})
+    await db[EVENTS].insert_many([dict(e) for e in events])
+    await drain(builder_for(db, rules=IdentityRules(canonical_emails=True)))
+    [profile] = await _live(db)
+    kinds = {i["kind"] for i in profile["identifiers"]}
+    assert kinds == {"anonymous_id", "email", "email_canonical"}
+    assert _value(profile, "email") == "jsmith@googlemail.com"  # the address as observed
