@@ -19,7 +19,6 @@ from typing import Any
 
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.client_session import AsyncClientSession
-from pymongo.errors import PyMongoError
 
 from app.eventlog import EventLog
 from identity import graph
@@ -219,8 +218,10 @@ class ProfileBuilder:
             for sure in outcome.merges:
                 with contextlib.suppress(StaleAssignment):
                     await self.merge(sure.survivor, sure.merged, cause=sure.cause())
-        except PyMongoError as exc:
-            log.warning("fuzzy matching failed; dedupe will catch up", extra={"error": str(exc)})
+        except Exception:
+            # The batch is committed: a failure here, even a bug, must not make it look
+            # failed. It is logged, and a dedupe run catches up.
+            log.exception("fuzzy matching failed; kindred dedupe will catch up")
 
     async def _resolve(
         self, docs: Sequence[Document], *, now: datetime

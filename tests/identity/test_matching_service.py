@@ -160,3 +160,18 @@ async def test_chained_sure_pairs_never_join_two_user_ids(db: Db) -> None:
     notes = [s["note"] async for s in db[SUGGESTIONS].find({"note": {"$ne": None}})]
     assert notes
     assert set(notes) == {"not merged automatically: different user ids"}
+
+
+class _BrokenMatcher(MatchService):
+    async def refresh(self, profile_ids: Any, *, now: datetime) -> Any:
+        raise RuntimeError("a bug in matching")
+
+
+async def test_a_matching_failure_does_not_fail_the_applied_batch(db: Db) -> None:
+    await db[EVENTS].insert_one(event("identify", user_id="u1", traits=KATHERINE))
+    broken = _BrokenMatcher(
+        profiles=ProfileStore(db), identities=IdentityStore(db), suggestions=SuggestionStore(db)
+    )
+    result = await builder_for(db, matcher=broken).run_batch()
+    assert result.applied == 1
+    assert await db[PROFILES].count_documents({}) == 1
