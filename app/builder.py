@@ -23,7 +23,8 @@ from pymongo.asynchronous.client_session import AsyncClientSession
 from app.eventlog import EventLog
 from identity import graph
 from identity.events import IdentityRules, identity_keys, status_traits
-from identity.matching_service import MATCH_TRAITS, MatchService
+from identity.matching import MATCH_TRAITS
+from identity.matching_service import MatchService
 from identity.store import IdentityStore
 from profiles import stats as activity
 from profiles import traits as trait_rules

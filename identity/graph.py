@@ -197,8 +197,11 @@ def plan(
     return result
 
 
-def _survivor_rank(pid: str, limited: Mapping[str, set[str]]) -> tuple[bool, str]:
-    # The documented rule: a profile with a user id wins, else the oldest (ids sort by age).
+def survivor_rank(pid: str, limited: Mapping[str, set[str]]) -> tuple[bool, str]:
+    """Returns the sort key that puts a merge's survivor first, given each profile's keys.
+
+    The documented rule: a profile with a user id wins, else the oldest (ids sort by age).
+    """
     has_user_id = any(kind_of(k) == "user_id" for k in limited.get(pid, ()))
     return (not has_user_id, pid)
 
@@ -224,7 +227,7 @@ def _join(
     sighting: Sighting,
     keys: tuple[str, ...],
 ) -> str:
-    ordered = sorted(found, key=lambda p: _survivor_rank(p, limited))
+    ordered = sorted(found, key=lambda p: survivor_rank(p, limited))
     survivor = ordered[0]
     for other in ordered[1:]:
         reason = refusal_reason(limited[survivor], limited.get(other, set()), limits)

@@ -449,26 +449,45 @@ def _address_parts(address: object) -> tuple[str | None, str | None]:
     return number, _normalise_text(street) or None
 
 
+# The trait keys each field is read from, first present wins: snake case and
+# Segment's camelCase spec traits.
+GIVEN_NAME_TRAITS = ("first_name", "firstName", "given_name", "givenName")
+SURNAME_TRAITS = ("last_name", "lastName", "surname", "family_name")
+BIRTH_DATE_TRAITS = ("birthday", "birth_date", "date_of_birth", "birthDate", "dateOfBirth")
+POSTCODE_TRAITS = ("postcode", "postal_code", "postalCode", "zip", "zip_code")
+# Every trait `record_from_traits` reads: what a store projects, and what makes a
+# change identifying.
+MATCH_TRAITS = (
+    *GIVEN_NAME_TRAITS,
+    *SURNAME_TRAITS,
+    "name",
+    "email",
+    "phone",
+    *BIRTH_DATE_TRAITS,
+    "address",
+    "city",
+    *POSTCODE_TRAITS,
+)
+
+
 def record_from_traits(
     traits: Mapping[str, object], *, region: str = "US"
 ) -> dict[str, str | None]:
     """Returns a profile's traits as the matcher's normalised fields (`FIELDS`), None if absent."""
-    given = normalise_name(_first(traits, "first_name", "firstName", "given_name", "givenName"))
-    surname = normalise_name(_first(traits, "last_name", "lastName", "surname", "family_name"))
+    given = normalise_name(_first(traits, *GIVEN_NAME_TRAITS))
+    surname = normalise_name(_first(traits, *SURNAME_TRAITS))
     if not given and not surname:
         words = normalise_name(_first(traits, "name")).split()
         if words:
             given, surname = words[0], words[-1] if len(words) > 1 else ""
     email = check_email(_first(traits, "email")).key
     phone = check_phone(_first(traits, "phone"), region=region).key
-    birth = _date_digits(
-        _first(traits, "birthday", "birth_date", "date_of_birth", "birthDate", "dateOfBirth")
-    )
+    birth = _date_digits(_first(traits, *BIRTH_DATE_TRAITS))
     address = traits.get("address")
     number: str | None = None
     street: str | None = None
     city = _first(traits, "city")
-    postcode = _first(traits, "postcode", "postal_code", "postalCode", "zip", "zip_code")
+    postcode = _first(traits, *POSTCODE_TRAITS)
     if isinstance(address, Mapping):
         number, street = _address_parts(address.get("street"))
         city = city or address.get("city")

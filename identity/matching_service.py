@@ -20,32 +20,6 @@ from identity import graph, matching
 from identity.store import IdentityStore, Proposal, SuggestionStore
 from profiles.store import ProfileStore
 
-# Every trait `matching.record_from_traits` reads.
-MATCH_TRAITS = (
-    "first_name",
-    "firstName",
-    "given_name",
-    "givenName",
-    "last_name",
-    "lastName",
-    "surname",
-    "family_name",
-    "name",
-    "email",
-    "phone",
-    "birthday",
-    "birth_date",
-    "date_of_birth",
-    "birthDate",
-    "dateOfBirth",
-    "address",
-    "city",
-    "postcode",
-    "postal_code",
-    "postalCode",
-    "zip",
-    "zip_code",
-)
 MODEL_TTL_SECONDS = 60.0
 MAX_ONLINE_CANDIDATES = 5_000  # profiles one online pass reads at most
 SCORE_CHUNK = 200_000  # pairs scored at once by a dedupe run: bounds its memory
@@ -97,12 +71,6 @@ class MatchOutcome:
     seconds: float = 0.0
 
 
-def _survivor_first(a: str, b: str, user_ids: Mapping[str, frozenset[str]]) -> tuple[str, str]:
-    # The graph's rule: the profile with a user id survives, else the older (ids sort by age).
-    ranked = sorted((a, b), key=lambda p: (not user_ids.get(p), p))
-    return ranked[0], ranked[1]
-
-
 class MatchService:
     """Finds look-alike profiles and records them as suggestions or merges."""
 
@@ -141,7 +109,7 @@ class MatchService:
         wrote; candidates are found through the `match_keys` index.
         """
         started = time.perf_counter()
-        inputs = await self.profiles.match_inputs(profile_ids, trait_keys=MATCH_TRAITS)
+        inputs = await self.profiles.match_inputs(profile_ids, trait_keys=matching.MATCH_TRAITS)
         records = {pid: self._record(values) for pid, (values, _) in inputs.items()}
         keys = {pid: matching.blocking_keys(r) for pid, r in records.items()}
         changed = {pid: k for pid, k in keys.items() if k != inputs[pid][1]}
@@ -153,7 +121,9 @@ class MatchService:
         # A block over the cap is skipped, as a dedupe run skips it; the read is
         # bounded too, so a batch of common keys cannot pull the collection in.
         limit = min((self.settings.max_block + 1) * len(wanted), MAX_ONLINE_CANDIDATES)
-        found = await self.profiles.sharing_match_keys(wanted, trait_keys=MATCH_TRAITS, limit=limit)
+        found = await self.profiles.sharing_match_keys(
+            wanted, trait_keys=matching.MATCH_TRAITS, limit=limit
+        )
         holders: dict[str, set[str]] = defaultdict(set)
         for pid, (_, stored) in found.items():
             for key in stored:
@@ -168,6 +138,7 @@ class MatchService:
                     continue
                 pairs.update((pid, other) for other in block if other != pid)
         unique = sorted({(min(a, b), max(a, b)) for a, b in pairs})
+        outcome.candidate_pairs = len(unique)
         if not unique:
             return outcome
         for pid, (values, _) in found.items():
@@ -198,10 +169,10 @@ class MatchService:
         """
         started = time.perf_counter()
         report = progress or (lambda _stage, _done, _total: None)
-        total = await self.profiles.count_live()
+        total = await self.profiles.estimated_count()
         ids: list[str] = []
         records: list[dict[str, str | None]] = []
-        async for batch in self.profiles.scan_live(trait_keys=MATCH_TRAITS):
+        async for batch in self.profiles.scan_live(trait_keys=matching.MATCH_TRAITS):
             for pid, values in batch:
                 ids.append(pid)
                 records.append(self._record(values))
@@ -262,8 +233,6 @@ class MatchService:
         scores = scored.scores
         decisions = matching.decide(scores, self.settings.thresholds)
         keep = np.flatnonzero(decisions != matching.Decision.NONE)
-        if source == "online":
-            outcome.candidate_pairs += len(scores)
         if not len(keep):
             return
         pairs = [(scored.ids[int(a)], scored.ids[int(b)]) for a, b in scores.pairs[keep]]
@@ -332,11 +301,7 @@ class MatchService:
                 note = f"not merged automatically: {reason.value.replace('_', ' ')}"
                 refused.append(Proposal(pair.a, pair.b, pair.score, pair.evidence, note))
                 continue
-            user_ids = {
-                pid: frozenset(k for k in keys.get(pid, ()) if graph.kind_of(k) == "user_id")
-                for pid in (a, b)
-            }
-            survivor, merged = _survivor_first(a, b, user_ids)
+            survivor, merged = sorted((a, b), key=lambda p: graph.survivor_rank(p, keys))
             parent[merged] = survivor
             keys[survivor] = keys.get(survivor, set()) | keys.pop(merged, set())
             outcome.merges.append(AutoMerge(survivor, merged, pair.score, pair.evidence))

@@ -54,13 +54,11 @@ class Status(StrEnum):
 class Checked:
     """A validated identifier: its graph key, or why it cannot be one.
 
-    `reason` is a short code to count by (`missing_at`, `too_short`, `blocked`…);
-    `detail` is the validator's sentence for a person to read.
+    `reason` is a short code to count by (`missing_at`, `too_short`, `blocked`…).
     """
 
     key: str | None
     reason: str | None = None
-    detail: str | None = None
 
     @property
     def status(self) -> Status:
@@ -97,13 +95,13 @@ def check_email(value: object) -> Checked:
     stays in the traits.
     """
     if not isinstance(value, str):
-        return Checked(None, "not_a_string", "an email must be a string")
+        return Checked(None, "not_a_string")
     if not value.strip():
-        return Checked(None, "empty", "the email is empty")
+        return Checked(None, "empty")
     try:
         valid = validate_email(value.strip(), check_deliverability=False)
     except EmailNotValidError as exc:
-        return Checked(None, _email_reason(str(exc)), str(exc))
+        return Checked(None, _email_reason(str(exc)))
     return Checked(f"email:{valid.normalized.casefold()}")
 
 
@@ -164,23 +162,18 @@ def check_phone(value: object, *, region: str = "US") -> Checked:
     Numbers without a country code are read in `region`.
     """
     if not isinstance(value, str | int) or isinstance(value, bool):
-        return Checked(None, "not_a_string", "a phone number must be a string")
+        return Checked(None, "not_a_string")
     try:
         number = phonenumbers.parse(str(value), region)
     except phonenumbers.NumberParseException as exc:
-        return Checked(None, _PHONE_REASONS.get(exc.error_type, "not_a_number"), str(exc))
+        return Checked(None, _PHONE_REASONS.get(exc.error_type, "not_a_number"))
     if not phonenumbers.is_valid_number(number):
         length = phonenumbers.is_possible_number_with_reason(number)
         if length in _LENGTH_REASONS:
-            return Checked(None, _LENGTH_REASONS[length], "the number has the wrong length")
-        return Checked(None, "invalid_number", "not a number any operator assigns")
+            return Checked(None, _LENGTH_REASONS[length])
+        return Checked(None, "invalid_number")
     e164 = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
     return Checked(f"phone:{e164}")
-
-
-def email_key(value: object) -> str | None:
-    """Returns the graph key of an email, or None if it is not usable as an identifier."""
-    return check_email(value).key
 
 
 def phone_key(value: object, *, region: str = "US") -> str | None:
@@ -271,5 +264,5 @@ class Blocklist:
     def check(self, checked: Checked) -> Checked:
         """Returns the check, turned to `blocked` if its key is on the list."""
         if checked.key is not None and self.blocks(checked.key):
-            return Checked(None, BLOCKED, "the value is on the blocklist")
+            return Checked(None, BLOCKED)
         return checked

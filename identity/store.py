@@ -347,11 +347,6 @@ class SuggestionStore:
         ]
         return [_suggestion(d) for d in docs[:first]], len(docs) > first
 
-    async def get(self, sid: str) -> Suggestion | None:
-        """Returns one suggestion."""
-        doc = await self.suggestions.find_one({"_id": sid})
-        return None if doc is None else _suggestion(doc)
-
     async def set_status(
         self, sids: Iterable[str], status: SuggestionStatus, *, now: datetime
     ) -> int:
@@ -360,11 +355,6 @@ class SuggestionStore:
             {"_id": {"$in": list(sids)}}, {"$set": {"status": status.value, "updated_at": now}}
         )
         return result.modified_count
-
-    async def counts(self) -> dict[str, int]:
-        """Returns how many suggestions are in each status."""
-        pipeline = [{"$group": {"_id": "$status", "n": {"$sum": 1}}}]
-        return {doc["_id"]: doc["n"] async for doc in await self.suggestions.aggregate(pipeline)}
 
     async def load_model(self) -> Document | None:
         """Returns the match model the last dedupe run fitted, if any."""

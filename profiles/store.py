@@ -105,6 +105,13 @@ def _add_identifiers(identifiers: Sequence[Identifier]) -> Document:
     return {"identifiers": {"$each": [{"kind": i.kind, "value": i.value} for i in identifiers]}}
 
 
+def _values_projection(trait_keys: Iterable[str], *fields: str) -> Document:
+    # The traits' values only (not their source and time), plus the named fields.
+    projection: Document = {f"traits.{k}.value": 1 for k in trait_keys}
+    projection.update(dict.fromkeys(fields, 1))
+    return projection
+
+
 def _values(doc: Mapping[str, Any]) -> dict[str, Any]:
     return {k: t.get("value") for k, t in (doc.get("traits") or {}).items()}
 
@@ -497,12 +504,11 @@ class ProfileStore:
         self, profile_ids: Iterable[str], *, trait_keys: Iterable[str]
     ) -> dict[str, tuple[dict[str, Any], list[str]]]:
         """Returns live profiles' values of the traits, and their stored matching keys."""
-        projection: Document = {f"traits.{k}.value": 1 for k in trait_keys}
-        projection["match_keys"] = 1
         return {
             doc["_id"]: (_values(doc), doc.get("match_keys", []))
             async for doc in self.profiles.find(
-                {"_id": {"$in": list(set(profile_ids))}, "merged_into": None}, projection
+                {"_id": {"$in": list(set(profile_ids))}, "merged_into": None},
+                _values_projection(trait_keys, "match_keys"),
             )
         }
 
@@ -524,8 +530,7 @@ class ProfileStore:
         wanted = list(set(keys))
         if not wanted:
             return {}
-        projection: Document = {f"traits.{k}.value": 1 for k in trait_keys}
-        projection.update({"match_keys": 1, "merged_into": 1})
+        projection = _values_projection(trait_keys, "match_keys", "merged_into")
         found: dict[str, tuple[dict[str, Any], list[str]]] = {}
         # Merged-away profiles are few; dropping them here keeps the query on one index.
         async for doc in self.profiles.find({"match_keys": {"$in": wanted}}, projection).limit(
@@ -539,8 +544,7 @@ class ProfileStore:
         self, *, trait_keys: Iterable[str], batch_size: int = 2000
     ) -> AsyncIterator[list[tuple[str, dict[str, Any]]]]:
         """Yields every live profile's values of the traits, in batches, in id order."""
-        projection: Document = {f"traits.{k}.value": 1 for k in trait_keys}
-        projection["merged_into"] = 1
+        projection = _values_projection(trait_keys, "merged_into")
         batch: list[tuple[str, dict[str, Any]]] = []
         # One cursor read in batches: the client never holds the whole collection.
         async for doc in self.profiles.find({}, projection, batch_size=batch_size):
@@ -552,7 +556,7 @@ class ProfileStore:
         if batch:
             yield batch
 
-    async def count_live(self) -> int:
+    async def estimated_count(self) -> int:
         """Returns about how many profiles there are (merged-away ones included), cheaply."""
         return await self.profiles.estimated_document_count()
 
