@@ -33,7 +33,6 @@ from app.cli import (
 )
 from app.mongo import Document
 from app.state import profile_service
-from identity.matching import Thresholds
 from identity.matching_service import MatchOutcome, MatchService
 from identity.service import IdentityService, SharedIdentifier, ValidationCount
 from identity.store import IdentityStore, SuggestionStore
@@ -116,9 +115,7 @@ def dedupe_command(
     settings = load_settings(mongodb_uri=mongodb_uri, data_dir=data_dir, database=database)
     match_settings = settings.match_settings()
     if not merge:
-        thresholds = match_settings.thresholds
-        never = Thresholds(auto_merge=1.0, suggest=thresholds.suggest, require_strong=True)
-        match_settings = dataclasses.replace(match_settings, thresholds=never)
+        match_settings = dataclasses.replace(match_settings, merge=False)
 
     async def run(db: AsyncDatabase[Document]) -> tuple[MatchOutcome, int]:
         profiles = profile_service(db, settings)

@@ -35,6 +35,7 @@ class MatchSettings:
     limits: graph.Limits = field(default_factory=graph.Limits)
     max_block: int = matching.DEFAULT_MAX_BLOCK
     phone_region: str = "US"
+    merge: bool = True  # False: sure pairs are suggested, never merged
 
 
 @dataclass(frozen=True)
@@ -277,6 +278,12 @@ class MatchService:
         cluster would hold two user ids or too many emails or phones.
         """
         if not sure:
+            return
+        if not self.settings.merge:
+            note = "not merged automatically: automatic merges are off"
+            off = [Proposal(p.a, p.b, p.score, p.evidence, note) for p in sure]
+            outcome.downgraded += len(off)
+            await self._suggest(off, outcome, source=source, now=now, dry_run=dry_run)
             return
         held = await self.identities.held_keys(
             {p for pair in sure for p in (pair.a, pair.b)}, kinds=self.settings.limits.per_kind

@@ -6,7 +6,7 @@ from typing import Any
 from pymongo.asynchronous.database import AsyncDatabase
 
 from app.eventlog import EVENTS
-from identity.matching_service import MatchService
+from identity.matching_service import MatchService, MatchSettings
 from identity.store import MERGES, SUGGESTIONS, IdentityStore, SuggestionStatus, SuggestionStore
 from profiles.store import PROFILES, ProfileStore
 from tests.fixtures.events import builder_for, drain, event
@@ -175,3 +175,19 @@ async def test_a_matching_failure_does_not_fail_the_applied_batch(db: Db) -> Non
     result = await builder_for(db, matcher=broken).run_batch()
     assert result.applied == 1
     assert await db[PROFILES].count_documents({}) == 1
+
+
+async def test_with_merges_off_a_sure_pair_is_only_suggested(db: Db) -> None:
+    same = {**KATHERINE, "phone": "+14155550100"}
+    await seed_profile(db, {"crm_id": "c1"}, same)
+    await seed_profile(db, {"crm_id": "c2"}, {**same, "first_name": "Kate"})
+    service = MatchService(
+        profiles=ProfileStore(db),
+        identities=IdentityStore(db),
+        suggestions=SuggestionStore(db),
+        settings=MatchSettings(merge=False),
+    )
+    outcome = await service.dedupe(now=NOW)
+    assert outcome.merges == []
+    [suggestion] = await _suggestions(db)
+    assert suggestion["note"] == "not merged automatically: automatic merges are off"
