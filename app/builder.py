@@ -9,7 +9,6 @@ exactly once: a worker killed anywhere leaves a batch that the next one
 completes to the same result.
 """
 
-import contextlib
 import logging
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
@@ -24,8 +23,10 @@ from app.eventlog import EventLog
 from identity import graph
 from identity.events import IdentityRules, identity_keys, status_traits
 from identity.matching import MATCH_TRAITS
-from identity.matching_service import MatchService
-from identity.store import IdentityStore
+from identity.matching_service import AutoMerge, MatchService
+from identity.merge import Actor
+from identity.service import MergeRefused, MergeService
+from identity.store import IdentityStore, separated
 from profiles import stats as activity
 from profiles import traits as trait_rules
 from profiles.errors import KindredError
@@ -83,16 +84,6 @@ def observations_of(
     return found, skipped
 
 
-def activity_of(event: Mapping[str, Any]) -> activity.ActivityEvent:
-    """Returns what stats need of an event."""
-    return activity.ActivityEvent(
-        type=event["type"],
-        name=event.get("event") if event["type"] == "track" else event.get("name"),
-        timestamp=event["timestamp"],
-        properties=event.get("properties") or {},
-    )
-
-
 def _identifier(key: str) -> Identifier:
     kind, _, value = key.partition(":")
     return Identifier(kind, value)
@@ -108,6 +99,7 @@ class ProfileBuilder:
         profiles: ProfileService,
         identities: IdentityStore,
         events: EventLog,
+        merges: MergeService,
         owner: str,
         batch_size: int = 500,
         lease: timedelta = timedelta(seconds=60),
@@ -118,6 +110,7 @@ class ProfileBuilder:
         self.profiles = profiles
         self.identities = identities
         self.events = events
+        self.merges = merges
         self.owner = owner
         self.batch_size = batch_size
         self.lease = lease
@@ -127,7 +120,6 @@ class ProfileBuilder:
     async def run_batch(self, *, now: datetime | None = None) -> BatchResult:
         """Leases and applies one batch of pending events; returns what it did."""
         started = now or utcnow()
-        await self.finish_interrupted_merges()
         docs = await self.events.claim(
             owner=self.owner, limit=self.batch_size, now=started, lease=self.lease
         )
@@ -145,7 +137,9 @@ class ProfileBuilder:
     async def _apply(self, docs: Sequence[Document], *, now: datetime) -> BatchResult:
         plan, owners = await self._resolve(docs, now=now)
         for merge in plan.merges:
-            await self.merge(merge.survivor, merge.merged, cause=_merge_cause(merge))
+            await self._merge(
+                merge.survivor, merge.merged, rule=GRAPH_MERGE_RULE, cause=_merge_cause(merge)
+            )
         for refused in plan.refused:
             log.info(
                 "merge refused",
@@ -217,8 +211,7 @@ class ProfileBuilder:
         try:
             outcome = await self.matcher.refresh(touched, now=now)
             for sure in outcome.merges:
-                with contextlib.suppress(StaleAssignment):
-                    await self.merge(sure.survivor, sure.merged, cause=sure.cause())
+                await self.merge_sure(sure)
         except Exception:
             # The batch is committed: a failure here, even a bug, must not make it look
             # failed. It is logged, and a dedupe run catches up.
@@ -236,6 +229,14 @@ class ProfileBuilder:
             owners, shared = await self._live_owners(all_keys)
             held = await self.identities.held_keys(set(owners.values()), kinds=limits.per_kind)
             plan = graph.plan(sightings, owners, held, limits=limits, shared=shared)
+            if plan.merges:
+                # Rare, so the extra read is paid only when an event links two profiles.
+                merging = {p for m in plan.merges for p in (m.survivor, m.merged)}
+                apart = await separated(self.profiles.store, merging)
+                if apart:
+                    plan = graph.plan(
+                        sightings, owners, held, limits=limits, shared=shared, apart=apart
+                    )
             won = await self.identities.claim(plan.claims, now=now)
             if not all(won.get(k) == pid for k, pid in plan.claims.items()):
                 continue  # another worker claimed some key first: plan again with its claims
@@ -298,7 +299,7 @@ class ProfileBuilder:
             grouped[plan.assignment.get(doc["_id"])].append(doc)
         changes = {
             pid: (
-                activity.delta_for(activity_of(d) for d in events).update_document(),
+                activity.delta_for(activity.activity_of(d) for d in events).update_document(),
                 claimed_keys.get(pid, ()),
             )
             for pid, events in grouped.items()
@@ -313,57 +314,51 @@ class ProfileBuilder:
         )
         return len(mine)
 
-    async def merge(self, survivor: str, merged: str, *, cause: Mapping[str, Any]) -> None:
-        """Merges one profile into another, losing nothing; safe to run again after a crash."""
-        now = utcnow()
-        merge_id = await self.identities.start_merge(
-            survivor=survivor, merged=merged, cause=cause, now=now
-        )
-        await self._complete_merge(merge_id, survivor, merged)
+    async def merge_sure(self, sure: AutoMerge) -> bool:
+        """Makes a fuzzy matcher's sure merge; returns False if a rule or a race refused it."""
+        try:
+            await self._merge(
+                sure.survivor,
+                sure.merged,
+                rule=sure.rule,
+                score=sure.score,
+                evidence=sure.evidence,
+            )
+        except StaleAssignment:
+            return False
+        return True
 
-    async def finish_interrupted_merges(self) -> None:
-        """Completes merges that a killed worker left half done."""
-        for doc in await self.identities.unfinished_merges():
-            with contextlib.suppress(StaleAssignment):
-                # One of the two was merged elsewhere meanwhile: the ledger now says
-                # abandoned, and the worker that started it plans again.
-                await self._complete_merge(doc["_id"], doc["survivor"], doc["merged"])
+    async def _merge(
+        self,
+        survivor: str,
+        merged: str,
+        *,
+        rule: str,
+        score: float | None = None,
+        evidence: Sequence[Mapping[str, Any]] = (),
+        cause: Mapping[str, Any] | None = None,
+    ) -> None:
+        try:
+            await self.merges.merge(
+                survivor_id=survivor,
+                merged_id=merged,
+                actor=Actor.automatic(rule),
+                reason="",
+                score=score,
+                evidence=evidence,
+                cause=cause,
+            )
+        except MergeRefused as refused:
+            # Another worker or an admin changed one of the two meanwhile: plan again.
+            log.info(
+                "merge refused",
+                extra={"rule": refused.rule.value, "profiles": [survivor, merged]},
+            )
+            raise StaleAssignment() from None
 
-    async def _complete_merge(self, merge_id: str, survivor: str, merged: str) -> None:
-        now = utcnow()
-        store = self.profiles.store
 
-        async def tombstone(session: AsyncClientSession) -> bool:
-            return await store.tombstone(merged, survivor, now=now, session=session)
-
-        # The tombstone first: from here on, readers of the old id reach the survivor.
-        async with self.client.start_session() as session:
-            if not await session.with_transaction(tombstone):
-                # Another worker merged one of the two elsewhere first.
-                await self.identities.finish_merge(merge_id, now=now, status="abandoned")
-                raise StaleAssignment()
-        keys = await self.identities.keys_of(merged)
-        await store.add_identifiers(survivor, [_identifier(k) for k in keys])
-        await self.identities.repoint(merged, survivor)
-        await store.repoint_history(merged, survivor)
-        await self.events.repoint(merged, survivor)
-        await self.profiles.rebuild_traits(survivor)
-
-        async def recount(session: AsyncClientSession) -> None:
-            events = await self.events.applied_to(survivor, session=session)
-            totals = activity.totals(activity_of(e) for e in events)
-            await store.set_stats(survivor, totals, session=session)
-
-        async with self.client.start_session() as session:
-            await session.with_transaction(recount)
-        await self.identities.finish_merge(merge_id, now=utcnow())
-        log.info("profiles merged", extra={"survivor": survivor, "merged": merged})
+GRAPH_MERGE_RULE = "an event carried identifiers of both profiles"
 
 
 def _merge_cause(merge: graph.Merge) -> dict[str, Any]:
-    return {
-        "actor": "automatic",
-        "rule": "an event carried identifiers of both profiles",
-        "event_id": merge.event_id,
-        "keys": list(merge.keys),
-    }
+    return {"event_id": merge.event_id, "keys": list(merge.keys)}

@@ -15,6 +15,7 @@ from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
 
 from app.ingest.models import EventStatus
+from profiles.store import given_back_rows, moved_rows
 
 EVENTS = "events"
 PENDING = EventStatus.PENDING.value
@@ -163,11 +164,39 @@ class EventLog:
         if requests:
             await self.events.bulk_write(requests, ordered=False, session=session)
 
-    async def repoint(self, from_profile: str, to_profile: str) -> None:
-        """Moves every event of a merged-away profile to its survivor."""
-        await self.events.update_many(
-            {"profile_id": from_profile}, {"$set": {"profile_id": to_profile}}
+    async def move(self, from_profile: str, to_profile: str, *, session: AsyncClientSession) -> int:
+        """Moves every event of a merged-away profile to its survivor; returns how many."""
+        result = await self.events.update_many(
+            {"profile_id": from_profile}, moved_rows(to_profile, from_profile), session=session
         )
+        return result.modified_count
+
+    async def give_back(self, merged: str, *, holder: str, session: AsyncClientSession) -> int:
+        """Gives an unmerged profile back the events it brought to its survivor chain."""
+        result = await self.events.update_many(
+            {"profile_id": holder, "merged_from": merged}, given_back_rows(merged), session=session
+        )
+        return result.modified_count
+
+    async def applied_since(
+        self, profile_id: str, since: datetime, *, session: AsyncClientSession
+    ) -> list[Document]:
+        """Returns a profile's events applied at or after an instant."""
+        query = {"profile_id": profile_id, "status": APPLIED, "applied_at": {"$gte": since}}
+        return [doc async for doc in self.events.find(query, BUILDER_FIELDS, session=session)]
+
+    async def reassign(
+        self, event_ids: Sequence[str], *, to_profile: str, session: AsyncClientSession
+    ) -> int:
+        """Moves the given applied events to another profile."""
+        if not event_ids:
+            return 0
+        result = await self.events.update_many(
+            {"_id": {"$in": list(event_ids)}},
+            {"$set": {"profile_id": to_profile}},
+            session=session,
+        )
+        return result.modified_count
 
     async def applied_to(
         self, profile_id: str, *, session: AsyncClientSession | None = None

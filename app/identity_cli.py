@@ -1,6 +1,5 @@
 """The `kindred identities` and `kindred dedupe` commands: identity reports, batch matching."""
 
-import contextlib
 import dataclasses
 from datetime import UTC, datetime
 from typing import Annotated
@@ -19,7 +18,6 @@ from rich.progress import (
 from rich.table import Table
 
 from app import worker
-from app.builder import StaleAssignment
 from app.cli import (
     DatabaseOption,
     DataDirOption,
@@ -149,9 +147,7 @@ def dedupe_command(
                 builder = worker.build(db.client, settings, profiles)
                 task = bar.add_task("merging", total=len(outcome.merges))
                 for sure in outcome.merges:
-                    with contextlib.suppress(StaleAssignment):
-                        await builder.merge(sure.survivor, sure.merged, cause=sure.cause())
-                        merged += 1
+                    merged += await builder.merge_sure(sure)
                     bar.advance(task)
         return outcome, merged
 

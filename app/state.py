@@ -7,14 +7,15 @@ from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 
 from app.auth import Authenticator, KeyStore
+from app.eventlog import EventLog
 from app.ingest.service import IngestService
 from app.ingest.sources import SourceAuthenticator
 from app.ingest.store import SourceStore
 from app.metrics import Metrics
 from app.mongo import Document
 from app.settings import Settings
-from identity.service import IdentityService
-from identity.store import IdentityStore
+from identity.service import IdentityService, MergeService
+from identity.store import IdentityStore, SuggestionStore
 from profiles.service import ProfileService
 from profiles.store import ProfileStore
 from profiles.traits import Precedence
@@ -39,6 +40,8 @@ class KindredState:
     profiles: ProfileService
     identities: IdentityStore
     identity: IdentityService
+    merges: MergeService
+    suggestions: SuggestionStore
     # Ingest: write-key checks (cached) and the event log with its quarantine.
     sources: SourceAuthenticator
     ingest: IngestService
@@ -52,6 +55,9 @@ class KindredState:
         db = client[settings.database]
         profiles = profile_service(db, settings)
         identities = IdentityStore(db)
+        merges = MergeService.on(
+            db, profiles=profiles, events=EventLog(db), rules=settings.identity_rules()
+        )
         return cls(
             settings=settings,
             client=client,
@@ -61,6 +67,8 @@ class KindredState:
             profiles=profiles,
             identities=identities,
             identity=IdentityService(identities=identities, profiles=profiles.store),
+            merges=merges,
+            suggestions=merges.suggestions,
             sources=SourceAuthenticator(SourceStore(db)),
             ingest=IngestService.from_settings(db, settings),
         )

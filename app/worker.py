@@ -15,6 +15,7 @@ from app.eventlog import EventLog
 from app.mongo import Document
 from app.settings import Settings
 from identity.matching_service import MatchService
+from identity.service import MergeService
 from identity.store import IdentityStore, SuggestionStore
 from profiles.service import ProfileService
 
@@ -40,15 +41,18 @@ def build(
             suggestions=SuggestionStore(db),
             settings=settings.match_settings(),
         )
+    events = EventLog(db)
+    rules = settings.identity_rules()
     return ProfileBuilder(
         client,
         profiles=profiles,
         identities=identities,
-        events=EventLog(db),
+        events=events,
+        merges=MergeService.on(db, profiles=profiles, events=events, rules=rules),
         owner=worker_name(),
         batch_size=settings.worker_batch_size,
         lease=timedelta(seconds=settings.worker_lease_seconds),
-        rules=settings.identity_rules(),
+        rules=rules,
         matcher=matcher,
     )
 

@@ -84,6 +84,7 @@ class RefusalReason(StrEnum):
 
     DIFFERENT_USER_IDS = "different_user_ids"
     TOO_MANY_IDENTIFIERS = "too_many_identifiers"
+    NOT_SAME_PERSON = "not_same_person"  # an admin said so
 
 
 @dataclass(frozen=True)
@@ -118,6 +119,7 @@ def plan(
     *,
     limits: Limits | None = None,
     shared: frozenset[str] = frozenset(),
+    apart: frozenset[frozenset[str]] = frozenset(),
 ) -> Plan:
     """Returns the plan for the sightings, in time order, given the graph's current owners.
 
@@ -127,7 +129,8 @@ def plan(
     together exceed a kind's limit; a profile never takes a key beyond its
     limit. Such events stay with the profile of their strongest key, and the
     refusal is reported. `shared` keys link nothing: an event carrying only
-    shared keys goes to their holder.
+    shared keys goes to their holder. Pairs in `apart` (an admin said they are
+    not the same person) are never merged, nor the profiles merged into them.
     """
     limits = limits or Limits()
     result = Plan()
@@ -139,6 +142,7 @@ def plan(
         {pid: {k for k in keys if kind_of(k) in limits.per_kind} for pid, keys in held.items()}
     )
     survivor_of: dict[str, str] = {}
+    kept_apart = ApartPairs(apart)
 
     def find(pid: str) -> str:
         while pid in survivor_of:
@@ -172,7 +176,7 @@ def plan(
             result.new_profiles[pid] = sighting.timestamp
             limited.setdefault(pid, set())
         else:
-            pid = _join(result, found, limited, limits, survivor_of, sighting, keys)
+            pid = _join(result, found, limited, limits, survivor_of, sighting, keys, kept_apart)
         for key in keys:
             if key in owner:
                 continue
@@ -218,6 +222,28 @@ def refusal_reason(a: set[str], b: set[str], limits: Limits) -> RefusalReason | 
     return None
 
 
+@dataclass
+class ApartPairs:
+    """Pairs kept apart, checked across everything merged so far in a plan."""
+
+    pairs: frozenset[frozenset[str]]
+    members: dict[str, set[str]] = field(default_factory=dict)
+
+    def between(self, a: str, b: str) -> bool:
+        """Tells whether anyone `a` stands for was kept apart from anyone `b` stands for."""
+        if not self.pairs:
+            return False
+        left, right = self.members.get(a, {a}), self.members.get(b, {b})
+        return any(frozenset((x, y)) in self.pairs for x in left for y in right)
+
+    def join(self, survivor: str, merged: str) -> None:
+        """Records that `survivor` stands for `merged` too from now on."""
+        if self.pairs:
+            self.members[survivor] = self.members.get(survivor, {survivor}) | self.members.pop(
+                merged, {merged}
+            )
+
+
 def _join(
     result: Plan,
     found: set[str],
@@ -226,16 +252,20 @@ def _join(
     survivor_of: dict[str, str],
     sighting: Sighting,
     keys: tuple[str, ...],
+    apart: ApartPairs,
 ) -> str:
     ordered = sorted(found, key=lambda p: survivor_rank(p, limited))
     survivor = ordered[0]
     for other in ordered[1:]:
         reason = refusal_reason(limited[survivor], limited.get(other, set()), limits)
+        if reason is None and apart.between(survivor, other):
+            reason = RefusalReason.NOT_SAME_PERSON
         if reason is not None:
             result.refused.append(Refusal((survivor, other), sighting.event_id, keys, reason))
             continue
         merge = Merge(survivor=survivor, merged=other, event_id=sighting.event_id, keys=keys)
         survivor_of[other] = survivor
+        apart.join(survivor, other)
         limited[survivor] |= limited.pop(other, set())
         if other not in result.new_profiles:
             result.merges.append(merge)

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from identity import graph, matching
-from identity.store import IdentityStore, Proposal, SuggestionStore
+from identity.store import IdentityStore, Proposal, SuggestionStore, separated
 from profiles.store import ProfileStore
 
 MODEL_TTL_SECONDS = 60.0
@@ -38,6 +38,9 @@ class MatchSettings:
     merge: bool = True  # False: sure pairs are suggested, never merged
 
 
+FUZZY_MERGE_RULE = "fuzzy match at or above the auto-merge threshold"
+
+
 @dataclass(frozen=True)
 class AutoMerge:
     """Two profiles the matcher is sure enough of to merge, with its evidence."""
@@ -47,14 +50,7 @@ class AutoMerge:
     score: float
     evidence: tuple[Mapping[str, Any], ...]
 
-    def cause(self) -> dict[str, Any]:
-        """Returns the merge's cause, as the merge ledger records it."""
-        return {
-            "actor": "automatic",
-            "rule": "fuzzy match at or above the auto-merge threshold",
-            "score": round(self.score, 6),
-            "evidence": [dict(e) for e in self.evidence],
-        }
+    rule: str = FUZZY_MERGE_RULE
 
 
 @dataclass
@@ -289,6 +285,8 @@ class MatchService:
             {p for pair in sure for p in (pair.a, pair.b)}, kinds=self.settings.limits.per_kind
         )
         keys: dict[str, set[str]] = {pid: set(k) for pid, k in held.items()}
+        # Pairs an admin said are not one person stay apart, through chains too.
+        apart = graph.ApartPairs(await separated(self.profiles, keys))
         parent: dict[str, str] = {}
 
         def find(pid: str) -> str:
@@ -304,12 +302,15 @@ class MatchService:
             reason = graph.refusal_reason(
                 keys.get(a, set()), keys.get(b, set()), self.settings.limits
             )
+            if reason is None and apart.between(a, b):
+                reason = graph.RefusalReason.NOT_SAME_PERSON
             if reason is not None:
                 note = f"not merged automatically: {reason.value.replace('_', ' ')}"
                 refused.append(Proposal(pair.a, pair.b, pair.score, pair.evidence, note))
                 continue
             survivor, merged = sorted((a, b), key=lambda p: graph.survivor_rank(p, keys))
             parent[merged] = survivor
+            apart.join(survivor, merged)
             keys[survivor] = keys.get(survivor, set()) | keys.pop(merged, set())
             outcome.merges.append(AutoMerge(survivor, merged, pair.score, pair.evidence))
         outcome.downgraded += len(refused)

@@ -6,17 +6,28 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from pymongo import ASCENDING, IndexModel, UpdateOne
+from pymongo import ASCENDING, DESCENDING, IndexModel, UpdateOne
+from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError
 
+from identity import merge as merge_rules
+from identity.merge import Actor, MergeRecord, MergeStatus, Moved
 from profiles.models import Profile
-from profiles.store import PROFILES, profile_from_doc, profile_projection
+from profiles.store import (
+    PROFILES,
+    ProfileStore,
+    given_back_rows,
+    moved_rows,
+    profile_from_doc,
+    profile_projection,
+)
 
 IDENTITIES = "identities"
 MERGES = "merges"
 SUGGESTIONS = "merge_suggestions"
 MATCH_MODELS = "match_models"
+AUDIT_LOG = "audit_log"
 DUPLICATE_KEY = 11000
 
 Document = dict[str, Any]
@@ -34,7 +45,10 @@ INDEXES = {
     MERGES: [
         IndexModel([("survivor", ASCENDING)], name="survivor"),
         IndexModel([("merged", ASCENDING)], name="merged"),
-        IndexModel([("status", ASCENDING)], name="status"),
+    ],
+    AUDIT_LOG: [
+        IndexModel([("seq", DESCENDING)], name="seq"),
+        IndexModel([("action", ASCENDING), ("seq", DESCENDING)], name="action_seq"),
     ],
 }
 
@@ -113,7 +127,11 @@ class IdentityStore:
         return found
 
     async def held_keys(
-        self, profile_ids: Iterable[str], *, kinds: Iterable[str]
+        self,
+        profile_ids: Iterable[str],
+        *,
+        kinds: Iterable[str],
+        session: AsyncClientSession | None = None,
     ) -> dict[str, frozenset[str]]:
         """Returns the keys of the given kinds each of the profiles holds (none: an empty set)."""
         ids = list(set(profile_ids))
@@ -121,7 +139,9 @@ class IdentityStore:
         if not ids:
             return {}
         async for doc in self.identities.find(
-            {"profile_id": {"$in": ids}, "kind": {"$in": list(kinds)}}, {"profile_id": 1}
+            {"profile_id": {"$in": ids}, "kind": {"$in": list(kinds)}},
+            {"profile_id": 1},
+            session=session,
         ):
             found[doc["profile_id"]].add(doc["_id"])
         return {pid: frozenset(keys) for pid, keys in found.items()}
@@ -181,46 +201,232 @@ class IdentityStore:
             .limit(first)
         ]
 
-    async def repoint(self, from_profile: str, to_profile: str) -> int:
-        """Moves every key of one profile to another; returns how many moved."""
+    async def move_keys(
+        self, from_profile: str, to_profile: str, *, session: AsyncClientSession
+    ) -> int:
+        """Moves every key of a merged-away profile to its survivor; returns how many moved."""
         result = await self.identities.update_many(
-            {"profile_id": from_profile}, {"$set": {"profile_id": to_profile}}
+            {"profile_id": from_profile}, moved_rows(to_profile, from_profile), session=session
         )
         return result.modified_count
 
-    async def keys_of(self, profile_id: str) -> list[str]:
-        """Returns the keys a profile holds."""
-        return [doc["_id"] async for doc in self.identities.find({"profile_id": profile_id})]
+    async def give_back_keys(
+        self, merged: str, *, holder: str, session: AsyncClientSession
+    ) -> list[str]:
+        """Gives an unmerged profile back the keys it brought; returns them."""
+        keys = [
+            doc["_id"]
+            async for doc in self.identities.find(
+                {"profile_id": holder, "merged_from": merged}, {"_id": 1}, session=session
+            )
+        ]
+        if keys:
+            await self.identities.update_many(
+                {"profile_id": holder, "merged_from": merged},
+                given_back_rows(merged),
+                session=session,
+            )
+        return keys
 
-    async def start_merge(
-        self, *, survivor: str, merged: str, cause: Mapping[str, Any], now: datetime
-    ) -> str:
-        """Records a merge about to happen (idempotently) and returns its id."""
-        merge_id = f"mrg_{survivor}_{merged}"
-        await self.merges.update_one(
-            {"_id": merge_id},
+    async def keys_since(
+        self, profile_id: str, since: datetime, *, session: AsyncClientSession
+    ) -> list[str]:
+        """Returns the keys a profile claimed at or after an instant."""
+        return [
+            doc["_id"]
+            async for doc in self.identities.find(
+                {"profile_id": profile_id, "linked_at": {"$gte": since}},
+                {"_id": 1},
+                session=session,
+            )
+        ]
+
+    async def owners_in(
+        self, keys: Iterable[str], *, session: AsyncClientSession
+    ) -> dict[str, str]:
+        """Returns the holder of each claimed key, read inside a transaction."""
+        return {
+            doc["_id"]: doc["profile_id"]
+            async for doc in self.identities.find(
+                {"_id": {"$in": list(set(keys))}}, {"profile_id": 1}, session=session
+            )
+        }
+
+    async def hand_over(
+        self, keys: Sequence[str], *, to_profile: str, session: AsyncClientSession
+    ) -> None:
+        """Gives keys to another profile."""
+        if keys:
+            await self.identities.update_many(
+                {"_id": {"$in": list(keys)}}, {"$set": {"profile_id": to_profile}}, session=session
+            )
+
+    async def keys_of(
+        self, profile_id: str, *, session: AsyncClientSession | None = None
+    ) -> list[str]:
+        """Returns the keys a profile holds."""
+        return [
+            doc["_id"]
+            async for doc in self.identities.find(
+                {"profile_id": profile_id}, {"_id": 1}, session=session
+            )
+        ]
+
+
+def _merge_record(doc: Mapping[str, Any]) -> MergeRecord:
+    return MergeRecord(
+        id=doc["_id"],
+        survivor=doc["survivor"],
+        merged=doc["merged"],
+        actor=Actor.from_document(doc["actor"]),
+        reason=doc.get("reason", ""),
+        merged_at=doc["merged_at"],
+        status=MergeStatus(doc["status"]),
+        score=doc.get("score"),
+        evidence=tuple(doc.get("evidence", ())),
+        cause=doc.get("cause") or {},
+        moved=Moved.from_document(doc.get("moved")),
+        segments_before=doc.get("segments_before") or {},
+        undone_at=doc.get("undone_at"),
+        undone_by=Actor.from_document(doc["undone_by"]) if doc.get("undone_by") else None,
+        undo_reason=doc.get("undo_reason"),
+        given_back=Moved.from_document(doc.get("given_back")),
+    )
+
+
+class MergeLedger:
+    """The `merges` collection: every merge, who made it, why, and how to undo it."""
+
+    def __init__(self, db: AsyncDatabase[Document]) -> None:
+        self.merges = db[MERGES]
+
+    async def record(self, merge: MergeRecord, *, session: AsyncClientSession) -> None:
+        """Adds a merge to the ledger."""
+        await self.merges.insert_one(
             {
-                "$setOnInsert": {
-                    "survivor": survivor,
-                    "merged": merged,
-                    "cause": dict(cause),
-                    "status": "started",
-                    "started_at": now,
+                "_id": merge.id,
+                "survivor": merge.survivor,
+                "merged": merge.merged,
+                "actor": merge.actor.to_document(),
+                "reason": merge.reason,
+                "merged_at": merge.merged_at,
+                "status": merge.status.value,
+                "score": merge.score,
+                "evidence": [dict(e) for e in merge.evidence],
+                "cause": dict(merge.cause),
+                "moved": merge.moved.to_document(),
+                "segments_before": {k: list(v) for k, v in merge.segments_before.items()},
+            },
+            session=session,
+        )
+
+    async def get(
+        self, merge_id: str, *, session: AsyncClientSession | None = None
+    ) -> MergeRecord | None:
+        """Returns a merge by id."""
+        doc = await self.merges.find_one({"_id": merge_id}, session=session)
+        return None if doc is None else _merge_record(doc)
+
+    async def done(
+        self, *, survivor: str, merged: str, session: AsyncClientSession
+    ) -> MergeRecord | None:
+        """Returns the standing (not undone) merge of one profile into another, if any."""
+        doc = await self.merges.find_one(
+            {"merged": merged, "survivor": survivor, "status": MergeStatus.DONE.value},
+            session=session,
+        )
+        return None if doc is None else _merge_record(doc)
+
+    async def undone(
+        self,
+        merge_id: str,
+        *,
+        actor: Actor,
+        reason: str,
+        given_back: Moved,
+        now: datetime,
+        session: AsyncClientSession,
+    ) -> bool:
+        """Marks a standing merge undone; returns False if it was not standing."""
+        result = await self.merges.update_one(
+            {"_id": merge_id, "status": MergeStatus.DONE.value},
+            {
+                "$set": {
+                    "status": MergeStatus.UNDONE.value,
+                    "undone_at": now,
+                    "undone_by": actor.to_document(),
+                    "undo_reason": reason,
+                    "given_back": given_back.to_document(),
                 }
             },
-            upsert=True,
+            session=session,
         )
-        return merge_id
+        return result.modified_count == 1
 
-    async def finish_merge(self, merge_id: str, *, now: datetime, status: str = "done") -> None:
-        """Marks a merge complete (`done`) or given up (`abandoned`)."""
-        await self.merges.update_one(
-            {"_id": merge_id}, {"$set": {"status": status, "finished_at": now}}
-        )
+    async def of_profile(self, profile_id: str, *, first: int = 100) -> list[MergeRecord]:
+        """Returns the merges a profile took part in, either side, newest first."""
+        found: dict[str, Document] = {}
+        for side in ("survivor", "merged"):
+            # One query per side: each is served by its own index.
+            async for doc in self.merges.find({side: profile_id}).limit(first):
+                found[doc["_id"]] = doc
+        docs = sorted(found.values(), key=lambda d: (d["merged_at"], d["_id"]), reverse=True)
+        return [_merge_record(d) for d in docs[:first]]
 
-    async def unfinished_merges(self) -> list[Document]:
-        """Returns merges that a crash interrupted."""
-        return [doc async for doc in self.merges.find({"status": "started"})]
+
+class AuditLog:
+    """The `audit_log` collection: what admins did, newest first."""
+
+    def __init__(self, db: AsyncDatabase[Document]) -> None:
+        self.entries = db[AUDIT_LOG]
+
+    async def record(self, entry: Mapping[str, Any], *, session: AsyncClientSession | None) -> None:
+        """Appends an entry (an `_id` that sorts by time, `at`, `actor`, `action`, ...)."""
+        await self.entries.insert_one({**entry, "seq": entry["_id"]}, session=session)
+
+    async def page(
+        self, *, first: int, after: str | None, action: str | None
+    ) -> tuple[list[Document], bool]:
+        """Returns entries newest first after a cursor (an entry id), and if more follow."""
+        query: Document = {}
+        if action is not None:
+            query["action"] = action
+        if after is not None:
+            # `seq` copies the time-sortable `_id`: SecantusDB serves `_id` ranges by scanning.
+            query["seq"] = {"$lt": after}
+        docs = [
+            doc async for doc in self.entries.find(query).sort("seq", DESCENDING).limit(first + 1)
+        ]
+        return docs[:first], len(docs) > first
+
+
+async def separated(
+    store: ProfileStore,
+    profile_ids: Iterable[str],
+    *,
+    session: AsyncClientSession | None = None,
+) -> frozenset[frozenset[str]]:
+    """Returns the pairs among the live profiles that an admin said are not one person.
+
+    A pair counts when anyone merged into one side was kept apart from anyone
+    merged into the other, so a "not the same person" survives later merges.
+    """
+    ids = sorted(set(profile_ids))
+    sides = await store.merge_sides(ids, session=session)
+    lineage = {pid: frozenset({pid, *sides[pid].get("absorbed", ())}) for pid in sides}
+    members = {p for group in lineage.values() for p in group}
+    if not any(doc.get("apart_from") for doc in sides.values()) and members == set(sides):
+        return frozenset()
+    docs = await store.merge_sides(members - set(sides), session=session)
+    docs.update(sides)
+    apart = {pid: frozenset(doc.get("apart_from", ())) for pid, doc in docs.items()}
+    live = sorted(lineage)
+    return frozenset(
+        frozenset((a, b))
+        for n, a in enumerate(live)
+        for b in live[n + 1 :]
+        if merge_rules.kept_apart(lineage[a], lineage[b], apart)
+    )
 
 
 class SuggestionStatus(StrEnum):
@@ -347,14 +553,29 @@ class SuggestionStore:
         ]
         return [_suggestion(d) for d in docs[:first]], len(docs) > first
 
-    async def set_status(
-        self, sids: Iterable[str], status: SuggestionStatus, *, now: datetime
-    ) -> int:
-        """Moves suggestions to a status; returns how many changed."""
-        result = await self.suggestions.update_many(
-            {"_id": {"$in": list(sids)}}, {"$set": {"status": status.value, "updated_at": now}}
+    async def get(
+        self, sid: str, *, session: AsyncClientSession | None = None
+    ) -> Suggestion | None:
+        """Returns a suggestion by id."""
+        doc = await self.suggestions.find_one({"_id": sid}, session=session)
+        return None if doc is None else _suggestion(doc)
+
+    async def decide(
+        self,
+        sid: str,
+        status: SuggestionStatus,
+        *,
+        note: str,
+        now: datetime,
+        session: AsyncClientSession | None = None,
+    ) -> bool:
+        """Closes a suggestion (merged or rejected) with a note; returns whether it existed."""
+        result = await self.suggestions.update_one(
+            {"_id": sid},
+            {"$set": {"status": status.value, "note": note, "updated_at": now}},
+            session=session,
         )
-        return result.modified_count
+        return result.matched_count == 1
 
     async def load_model(self) -> Document | None:
         """Returns the match model the last dedupe run fitted, if any."""

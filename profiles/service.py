@@ -5,6 +5,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from pymongo.asynchronous.client_session import AsyncClientSession
+
 from profiles import traits
 from profiles.errors import ProfileNotFound
 from profiles.ids import new_profile_id
@@ -146,20 +148,30 @@ class ProfileService:
         profile.traits = traits.current_traits(precedence, history)
         return profile
 
-    async def rebuild_traits(self, profile_id: str) -> None:
-        """Recomputes a profile's current traits from its whole history (after a merge)."""
+    async def rebuild_traits(
+        self, profile_id: str, *, session: AsyncClientSession | None = None
+    ) -> None:
+        """Recomputes a profile's current traits from its whole history (after a merge).
+
+        In a transaction (`session`), a concurrent writer makes the transaction
+        retry rather than this loop.
+        """
         for _attempt in range(MAX_CONFLICT_RETRIES):
-            profile = await self.store.get(profile_id)
+            profile = await self.store.get(profile_id, session=session)
             if profile is None:
                 raise ProfileNotFound(f"no profile with id {profile_id!r}")
-            history = await self.store.history_for(profile_id)
-            catalog = await self.store.catalog_entries({o.key for o in history})
+            history = await self.store.history_for(profile_id, session=session)
+            catalog = await self.store.catalog_entries({o.key for o in history}, session=session)
             precedence = self.precedence.with_catalog(catalog.values())
             current = traits.current_traits(precedence, history)
             if current == profile.traits:
                 return
             if await self.store.replace_traits(
-                profile_id, current, expected_version=profile.version, now=utcnow()
+                profile_id,
+                current,
+                expected_version=profile.version,
+                now=utcnow(),
+                session=session,
             ):
                 return
         raise RuntimeError(f"profile {profile_id} kept changing while its traits were rebuilt")

@@ -64,6 +64,16 @@ class StatsDelta:
         return update
 
 
+def activity_of(event: Mapping[str, Any]) -> ActivityEvent:
+    """Returns what stats need of a stored event."""
+    return ActivityEvent(
+        type=event["type"],
+        name=event.get("event") if event["type"] == "track" else event.get("name"),
+        timestamp=event["timestamp"],
+        properties=event.get("properties") or {},
+    )
+
+
 def _money(value: Any) -> float | None:
     if isinstance(value, bool) or not isinstance(value, int | float | str):
         return None

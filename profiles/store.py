@@ -2,6 +2,7 @@
 
 import hashlib
 import json
+import re
 import time
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -82,7 +83,12 @@ class _OpenPage:
 
 
 def history_id(profile_id: str, observation: Observation) -> str:
-    """Returns the history row id of an observation; the same fact always gets the same id."""
+    """Returns the history row id of an observation; the same write always gets the same id.
+
+    The origin (the event, import or admin write) is part of it: a retried write
+    records nothing twice, while two events that say the same thing keep a row
+    each, so an unmerge can give each its own.
+    """
     fact = json.dumps(
         [
             profile_id,
@@ -90,11 +96,37 @@ def history_id(profile_id: str, observation: Observation) -> str:
             observation.observed_at.isoformat(),
             observation.source,
             observation.value,
+            observation.origin,
         ],
         sort_keys=True,
         default=str,
     )
     return hashlib.sha256(fact.encode()).hexdigest()[:32]
+
+
+def moved_rows(to_profile: str, from_profile: str) -> Document:
+    """Returns the update that moves rows to a merge's survivor, noting where they came from.
+
+    Identities, trait history and events all carry `merged_from`, the profiles
+    they were merged away from, oldest first: an unmerge gives back exactly those.
+    """
+    return {"$set": {"profile_id": to_profile}, "$push": {"merged_from": from_profile}}
+
+
+def given_back_rows(merged: str) -> list[Document]:
+    """Returns the update that gives rows back to an unmerged profile.
+
+    Entries after it in `merged_from` name later merges of its survivor; they go too.
+    """
+    position = {"$indexOfArray": ["$merged_from", merged]}
+    return [
+        {
+            "$set": {
+                "profile_id": merged,
+                "merged_from": {"$slice": ["$merged_from", position]},
+            }
+        }
+    ]
 
 
 def _trait_doc(trait: TraitValue) -> Document:
@@ -281,17 +313,150 @@ class ProfileStore:
         )
         return done.matched_count == 1
 
-    async def add_identifiers(self, profile_id: str, identifiers: Sequence[Identifier]) -> None:
-        """Adds identifiers to a profile's list."""
-        if identifiers:
-            await self.profiles.update_one(
-                {"_id": profile_id}, {"$addToSet": _add_identifiers(identifiers)}
-            )
+    async def move_history(
+        self, from_profile: str, to_profile: str, *, session: AsyncClientSession
+    ) -> int:
+        """Moves a profile's trait history to its survivor; returns how many rows moved."""
+        result = await self.history.update_many(
+            {"profile_id": from_profile}, moved_rows(to_profile, from_profile), session=session
+        )
+        return result.modified_count
 
-    async def repoint_history(self, from_profile: str, to_profile: str) -> None:
-        """Moves a profile's trait history to another profile."""
-        await self.history.update_many(
-            {"profile_id": from_profile}, {"$set": {"profile_id": to_profile}}
+    async def give_back_history(
+        self, merged: str, *, holder: str, session: AsyncClientSession
+    ) -> int:
+        """Gives an unmerged profile back the history it brought; returns how many rows."""
+        result = await self.history.update_many(
+            {"profile_id": holder, "merged_from": merged}, given_back_rows(merged), session=session
+        )
+        return result.modified_count
+
+    async def move_event_history(
+        self,
+        event_ids: Sequence[str],
+        *,
+        from_profile: str,
+        to_profile: str,
+        session: AsyncClientSession,
+    ) -> int:
+        """Moves the observations the given events made from one profile to another."""
+        if not event_ids:
+            return 0
+        result = await self.history.update_many(
+            {"profile_id": from_profile, "origin": {"$in": [f"event:{e}" for e in event_ids]}},
+            {"$set": {"profile_id": to_profile}},
+            session=session,
+        )
+        return result.modified_count
+
+    async def merge_sides(
+        self, profile_ids: Iterable[str], *, session: AsyncClientSession | None = None
+    ) -> dict[str, Document]:
+        """Returns what merging needs of each existing profile: not its traits or stats."""
+        projection = {
+            "identifiers": 1,
+            "segments": 1,
+            "absorbed": 1,
+            "apart_from": 1,
+            "merged_into": 1,
+            "created_at": 1,
+        }
+        return {
+            doc["_id"]: doc
+            async for doc in self.profiles.find(
+                {"_id": {"$in": list(set(profile_ids))}}, projection, session=session
+            )
+        }
+
+    async def absorb(
+        self,
+        survivor: str,
+        *,
+        merged: str,
+        identifiers: Sequence[Mapping[str, Any]],
+        lineage: Sequence[str],
+        segments: Sequence[str],
+        now: datetime,
+        session: AsyncClientSession,
+    ) -> None:
+        """Gives a survivor the merged profile's identifiers, lineage and memberships."""
+        await self.profiles.update_one(
+            {"_id": survivor},
+            {
+                "$set": {"segments": list(segments), "updated_at": now},
+                "$addToSet": {
+                    "identifiers": {"$each": [dict(i) for i in identifiers]},
+                    "absorbed": {"$each": [merged, *lineage]},
+                },
+            },
+            session=session,
+        )
+
+    async def revive(
+        self,
+        merged: str,
+        *,
+        survivor: str,
+        identifiers: Sequence[Identifier],
+        segments: Sequence[str],
+        now: datetime,
+        session: AsyncClientSession,
+    ) -> bool:
+        """Makes a tombstone live again, kept apart from its former survivor."""
+        result = await self.profiles.update_one(
+            {"_id": merged, "merged_into": survivor},
+            {
+                "$set": {"merged_into": None, "segments": list(segments), "updated_at": now},
+                "$addToSet": {
+                    **_add_identifiers(identifiers),
+                    "apart_from": survivor,
+                },
+                "$inc": {"version": 1},
+            },
+            session=session,
+        )
+        return result.matched_count == 1
+
+    async def release(
+        self,
+        holders: Sequence[str],
+        *,
+        merged: str,
+        lineage: Sequence[str],
+        identifiers: Sequence[Identifier],
+        segments: Sequence[str],
+        now: datetime,
+        session: AsyncClientSession,
+    ) -> None:
+        """Takes an unmerged profile's lineage and identifiers from its survivor chain.
+
+        `holders` is the chain from the survivor to the live profile at its end,
+        which gets the identifiers removed and the memberships given.
+        """
+        gone = [merged, *lineage]
+        await self.profiles.update_many(
+            {"_id": {"$in": list(holders)}},
+            {"$pull": {"absorbed": {"$in": gone}}},
+            session=session,
+        )
+        await self.profiles.update_one(
+            {"_id": holders[0]}, {"$addToSet": {"apart_from": merged}}, session=session
+        )
+        update: Document = {"$set": {"segments": list(segments), "updated_at": now}}
+        if identifiers:
+            pulled = [{"kind": i.kind, "value": i.value} for i in identifiers]
+            update["$pull"] = {"identifiers": {"$in": pulled}}
+        update["$inc"] = {"version": 1}
+        await self.profiles.update_one({"_id": holders[-1]}, update, session=session)
+
+    async def set_apart(self, a: str, b: str, *, session: AsyncClientSession | None = None) -> None:
+        """Records that two profiles are not the same person, on both."""
+        await self.profiles.bulk_write(
+            [
+                UpdateOne({"_id": a}, {"$addToSet": {"apart_from": b}}),
+                UpdateOne({"_id": b}, {"$addToSet": {"apart_from": a}}),
+            ],
+            session=session,
         )
 
     async def replace_traits(
@@ -301,6 +466,7 @@ class ProfileStore:
         *,
         expected_version: int,
         now: datetime,
+        session: AsyncClientSession | None = None,
     ) -> bool:
         """Replaces all current traits if the profile is still at `expected_version`."""
         result = await self.profiles.update_one(
@@ -312,14 +478,21 @@ class ProfileStore:
                 },
                 "$inc": {"version": 1},
             },
+            session=session,
         )
         return result.matched_count == 1
 
     async def get(
-        self, profile_id: str, *, trait_keys: Iterable[str] | None = None
+        self,
+        profile_id: str,
+        *,
+        trait_keys: Iterable[str] | None = None,
+        session: AsyncClientSession | None = None,
     ) -> Profile | None:
         """Returns the profile with that id, tombstones included; only `trait_keys` if given."""
-        doc = await self.profiles.find_one({"_id": profile_id}, profile_projection(trait_keys))
+        doc = await self.profiles.find_one(
+            {"_id": profile_id}, profile_projection(trait_keys), session=session
+        )
         return None if doc is None else profile_from_doc(doc)
 
     async def get_many(
@@ -400,6 +573,7 @@ class ProfileStore:
         key: str | None = None,
         observed_until: datetime | None = None,
         recorded_until: datetime | None = None,
+        session: AsyncClientSession | None = None,
     ) -> list[Observation]:
         """Returns a profile's recorded observations, optionally of one key or up to an instant."""
         query: Document = {"profile_id": profile_id}
@@ -409,7 +583,9 @@ class ProfileStore:
             query["observed_at"] = {"$lte": observed_until}
         if recorded_until is not None:
             query["recorded_at"] = {"$lte": recorded_until}
-        return [observation_from_doc(doc) async for doc in self.history.find(query)]
+        return [
+            observation_from_doc(doc) async for doc in self.history.find(query, session=session)
+        ]
 
     async def history_page(
         self, profile_id: str, key: str, *, first: int, after: tuple[datetime, str] | None
@@ -556,12 +732,49 @@ class ProfileStore:
         if batch:
             yield batch
 
+    async def search_names(
+        self,
+        text: str,
+        *,
+        name_keys: Sequence[str],
+        given_keys: Sequence[str],
+        surname_keys: Sequence[str],
+        limit: int,
+    ) -> list[Profile]:
+        """Returns live profiles whose name traits have a word starting with the text, by id.
+
+        "ada love" finds a `name` of "Ada Lovelace", and also a first name
+        "Ada" with a last name "Lovelace…". Matching ignores case; the text is
+        escaped, never read as a pattern. The keys are constants, never user input.
+        """
+        words = text.split()
+        if not words:
+            return []
+
+        def starts(key: str, word: str) -> Document:
+            return {f"traits.{key}.value": {"$regex": rf"(^|\s){re.escape(word)}", "$options": "i"}}
+
+        whole = " ".join(words)
+        either: list[Document] = [
+            starts(k, whole) for k in (*name_keys, *given_keys, *surname_keys)
+        ]
+        if len(words) >= 2:
+            given, surname = " ".join(words[:-1]), words[-1]
+            either += [
+                {"$and": [starts(g, given), starts(s, surname)]}
+                for g in given_keys
+                for s in surname_keys
+            ]
+        query = {"merged_into": None, "$or": either}
+        cursor = self.profiles.find(query).sort("_id", 1).limit(limit)
+        return [profile_from_doc(doc) async for doc in cursor]
+
     async def estimated_count(self) -> int:
         """Returns about how many profiles there are (merged-away ones included), cheaply."""
         return await self.profiles.estimated_document_count()
 
     async def catalog_entries(
-        self, keys: Iterable[str] | None = None
+        self, keys: Iterable[str] | None = None, *, session: AsyncClientSession | None = None
     ) -> dict[str, TraitDefinition]:
         """Returns the catalog's declarations, of the given keys or all of them."""
         query: Document = {} if keys is None else {"_id": {"$in": list(set(keys))}}
@@ -573,7 +786,7 @@ class ProfileStore:
                 pii=bool(doc.get("pii", False)),
                 precedence=tuple(doc["precedence"]) if doc.get("precedence") else None,
             )
-            async for doc in self.catalog.find(query).sort("_id", 1)
+            async for doc in self.catalog.find(query, session=session).sort("_id", 1)
         }
 
     async def put_catalog_entry(self, definition: TraitDefinition, *, now: datetime) -> None:

@@ -7,6 +7,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from app.eventlog import EVENTS
 from identity.events import IdentityRules
 from identity.graph import Limits
+from identity.matching_service import FUZZY_MERGE_RULE
 from identity.store import MERGES, SUGGESTIONS
 from profiles.store import PROFILES
 from tests.fixtures.cli import run_kindred
@@ -64,7 +65,8 @@ async def test_dedupe_merges_suggests_and_is_rerunnable(cli_env: dict[str, str],
     assert merged["merged_into"] == sure
     ledger = await db[MERGES].find_one({"merged": twin})
     assert ledger is not None
-    assert ledger["cause"]["evidence"]
+    assert ledger["evidence"]
+    assert ledger["actor"] == {"kind": "automatic", "rule": FUZZY_MERGE_RULE}
 
     again = await run_kindred(cli_env, "dedupe")
     assert again.returncode == 0, again.stderr

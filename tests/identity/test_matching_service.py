@@ -130,7 +130,9 @@ async def test_a_rejected_suggestion_stays_rejected_when_found_again(db: Db) -> 
     service = matcher(db)
     await service.dedupe(now=NOW)
     [suggestion] = await _suggestions(db)
-    await SuggestionStore(db).set_status([suggestion["_id"]], SuggestionStatus.REJECTED, now=NOW)
+    await SuggestionStore(db).decide(
+        suggestion["_id"], SuggestionStatus.REJECTED, note="not the same person", now=NOW
+    )
     await service.dedupe(now=NOW)
     [again] = await _suggestions(db)
     assert again["status"] == "rejected"
