@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint typecheck pytest bench clean
+.PHONY: run test lint typecheck pytest chromium bench clean
 
 # Installs into .venv only when pyproject.toml changed since the last install.
 $(BIN)/.installed-run: pyproject.toml
@@ -29,8 +29,27 @@ lint: $(BIN)/.installed-dev
 typecheck: $(BIN)/.installed-dev
 	$(BIN)/mypy
 
-pytest: $(BIN)/.installed-dev
+pytest: $(BIN)/.installed-dev chromium
 	$(BIN)/pytest
+
+# The admin console's browser tests drive Debian's chromium through Playwright;
+# `playwright install` is not used (it downloads from the internet). As root with
+# apt-get this installs the package when it is missing; otherwise it says so and
+# carries on, and those tests skip with a warning naming what is missing.
+CHROMIUM ?= /usr/bin/chromium
+chromium:
+	@if [ -x "$(CHROMIUM)" ]; then \
+		:; \
+	elif command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+		echo "Installing Debian's chromium for the admin console's browser tests (apt-get)"; \
+		( apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+			--no-install-recommends chromium ) \
+		|| echo "*** NOTICE: apt-get could not install chromium; the browser tests will skip. ***"; \
+	else \
+		echo "*** NOTICE: $(CHROMIUM) is missing and cannot be installed here (it needs root"; \
+		echo "*** and apt-get: sudo apt-get install --no-install-recommends chromium)."; \
+		echo "*** The admin console's browser tests will skip."; \
+	fi
 
 $(BIN)/.installed-bench: $(BIN)/.installed-dev
 	$(BIN)/python -m pip install --quiet -e '.[embedded,dev,bench]'

@@ -15,6 +15,7 @@ from pymongo.errors import PyMongoError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app import __version__, worker
+from app.admin import router as admin_router
 from app.deps import State
 from app.errors import install_error_handlers
 from app.graphql.schema import build_router
@@ -166,6 +167,7 @@ def create_app(settings: Settings) -> FastAPI:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     app.include_router(reads_router)
+    app.include_router(admin_router)
     app.include_router(ingest_router)
     app.include_router(build_router(settings), prefix="/graphql", include_in_schema=False)
     app.add_middleware(ObservabilityMiddleware, metrics=metrics)
