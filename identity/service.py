@@ -1,7 +1,8 @@
 """Identity reports and admin operations, across the identity graph and the profiles."""
 
+import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -346,15 +347,37 @@ class MergeService:
                 )
             return record
 
+        async with (
+            self._refusals_audited(
+                actor,
+                action,
+                target=target or "<-".join(profiles),
+                profiles=profiles,
+                reason=reason,
+            ),
+            self.client.start_session() as session,
+        ):
+            return await session.with_transaction(body)
+
+    @contextlib.asynccontextmanager
+    async def _refusals_audited(
+        self,
+        actor: merge_rules.Actor,
+        action: AuditAction,
+        *,
+        target: str,
+        profiles: Sequence[str],
+        reason: str,
+    ) -> AsyncIterator[None]:
+        """Audits an admin's refused action, then lets the refusal through."""
         try:
-            async with self.client.start_session() as session:
-                return await session.with_transaction(body)
+            yield
         except MergeRefused as refused:
-            if by_admin:
+            if actor.kind is merge_rules.ActorKind.ADMIN:
                 await self._audit(
                     actor,
                     action,
-                    target=target or "<-".join(profiles),
+                    target=target,
                     profiles=profiles,
                     reason=reason,
                     outcome=f"refused:{refused.rule.value}",
@@ -579,20 +602,11 @@ class MergeService:
 
         The survivor is the rule's choice unless the admin names one of the two.
         """
-        suggestion = await self._open_suggestion(suggestion_id)
-        a, b = [await self._live(pid) for pid in suggestion.profiles]
-        if a == b:
-            raise _refused(merge_rules.Rule.SAME_PROFILE, "the two profiles were merged already")
-        if survivor_id is None:
-            survivor, merged = await self.survivor_of(a, b)
-        else:
-            chosen = await self._live(survivor_id)
-            if chosen not in (a, b):
-                raise _refused(
-                    merge_rules.Rule.PROFILE_NOT_FOUND,
-                    f"profile {survivor_id!r} is not one of the suggestion's two",
-                )
-            survivor, merged = chosen, b if chosen == a else a
+        async with self._refusals_audited(
+            actor, AuditAction.ACCEPT_SUGGESTION, target=suggestion_id, profiles=(), reason=""
+        ):
+            suggestion = await self._open_suggestion(suggestion_id)
+            survivor, merged = await self._accepted_pair(suggestion, survivor_id)
         return await self._merge(
             survivor,
             merged,
@@ -605,12 +619,32 @@ class MergeService:
             target=suggestion.id,
         )
 
+    async def _accepted_pair(
+        self, suggestion: Suggestion, survivor_id: str | None
+    ) -> tuple[str, str]:
+        """Returns (survivor, merged) of a suggestion's profiles as they are now."""
+        a, b = [await self._live(pid) for pid in suggestion.profiles]
+        if a == b:
+            raise _refused(merge_rules.Rule.SAME_PROFILE, "the two profiles were merged already")
+        if survivor_id is None:
+            return await self.survivor_of(a, b)
+        chosen = await self._live(survivor_id)
+        if chosen not in (a, b):
+            raise _refused(
+                merge_rules.Rule.PROFILE_NOT_FOUND,
+                f"profile {survivor_id!r} is not one of the suggestion's two",
+            )
+        return chosen, b if chosen == a else a
+
     async def reject_suggestion(
         self, suggestion_id: str, *, actor: merge_rules.Actor, reason: str
     ) -> Suggestion:
         """Marks a suggestion's profiles as not the same person: never merged automatically."""
         reason = merge_rules.checked_reason(reason, required=True)
-        suggestion = await self._open_suggestion(suggestion_id)
+        async with self._refusals_audited(
+            actor, AuditAction.REJECT_SUGGESTION, target=suggestion_id, profiles=(), reason=reason
+        ):
+            suggestion = await self._open_suggestion(suggestion_id)
         a, b = suggestion.profiles
 
         async def body(session: AsyncClientSession) -> None:

@@ -1,7 +1,7 @@
 """The GraphQL schema: one root assembled from the domain packages' types."""
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from enum import Enum
 from http import HTTPStatus
@@ -35,15 +35,30 @@ from app.ingest.service import ReplaySummary
 from app.settings import Environment, Settings
 from identity.errors import InvalidIdentifier
 from identity.graphql import (
+    AuditActionType,
+    AuditConnection,
+    AuditEdge,
+    AuditEntry,
+    Merged,
+    MergeRefused,
+    MergeResult,
     MergeSuggestion,
     MergeSuggestionConnection,
     MergeSuggestionEdge,
+    MergeType,
+    RejectSuggestionResult,
     SharedIdentifier,
+    SuggestionRejected,
     SuggestionStatusType,
+    Unmerged,
+    UnmergeResult,
     ValidationCount,
 )
+from identity.merge import Actor, MergeRecord
 from identity.normalize import identity_key
-from identity.store import SuggestionStatus, SuggestionStore
+from identity.service import AuditAction
+from identity.service import MergeRefused as MergeRefusedError
+from identity.store import Suggestion, SuggestionStatus
 from profiles import traits as trait_rules
 from profiles.errors import KindredError
 from profiles.errors import ProfileNotFound as ProfileNotFoundError
@@ -356,28 +371,64 @@ class Query:
         if not 0 <= min_score <= 1:
             raise InvalidScore("minScore must be between 0 and 1")
         after_rank = decode_cursor(after, parts=1)[0] if after is not None else None
-        found, more = await SuggestionStore(info.context.db).page(
+        found, more = await info.context.state.suggestions.page(
             status=SuggestionStatus(status), min_score=min_score, first=first, after=after_rank
         )
-        ids = {pid for item in found for pid in item.profiles}
-        profiles = dict(
-            zip(
-                ids,
-                await asyncio.gather(*(_follow_merges(info.context, pid, None) for pid in ids)),
-                strict=True,
-            )
-        )
+        nodes = await _suggestion_nodes(info.context, found)
         edges = [
-            MergeSuggestionEdge(
-                cursor=encode_cursor(item.rank),
-                node=MergeSuggestion.of(
-                    item,
-                    [ProfileType.of(p) for pid in item.profiles if (p := profiles[pid])],
-                ),
-            )
-            for item in found
+            MergeSuggestionEdge(cursor=encode_cursor(item.rank), node=node)
+            for item, node in zip(found, nodes, strict=True)
         ]
         return MergeSuggestionConnection(edges=edges, page_info=PageInfo.of(edges, more=more))
+
+    @strawberry.field(
+        permission_classes=ADMIN,
+        description="The merges a profile took part in, either side, newest first; with what "
+        "each moved and, if undone, who undid it and why.",
+    )
+    async def merges(self, info: Info[Context, None], profile_id: strawberry.ID) -> list[MergeType]:
+        found = await info.context.state.merges.merges_of(str(profile_id))
+        return [MergeType.of(record) for record in found]
+
+    @strawberry.field(
+        permission_classes=ADMIN,
+        description="What admins did (merges, undos, review decisions, refusals too), newest "
+        "first (Relay-style cursors).",
+    )
+    async def admin_audit(
+        self,
+        info: Info[Context, None],
+        first: int = 50,
+        after: str | None = None,
+        action: AuditActionType | None = None,  # type: ignore[valid-type]
+    ) -> AuditConnection:
+        limit = info.context.state.settings.graphql_max_page
+        if not 1 <= first <= limit:
+            raise InvalidPageSize(f"first must be between 1 and {limit}")
+        after_id = decode_cursor(after, parts=1)[0] if after is not None else None
+        entries, more = await info.context.state.merges.audit(
+            first=first, after=after_id, action=None if action is None else AuditAction(action)
+        )
+        edges = [AuditEdge(cursor=encode_cursor(e.id), node=AuditEntry.of(e)) for e in entries]
+        return AuditConnection(edges=edges, page_info=PageInfo.of(edges, more=more))
+
+
+async def _suggestion_nodes(context: Context, found: Sequence[Suggestion]) -> list[MergeSuggestion]:
+    """Returns the suggestions with both profiles as they are now (after merges)."""
+    ids = sorted({pid for item in found for pid in item.profiles})
+    profiles = dict(
+        zip(
+            ids,
+            await asyncio.gather(*(_follow_merges(context, pid, None) for pid in ids)),
+            strict=True,
+        )
+    )
+    return [
+        MergeSuggestion.of(
+            item, [ProfileType.of(p) for pid in item.profiles if (p := profiles[pid])]
+        )
+        for item in found
+    ]
 
 
 class InvalidScore(KindredError):
@@ -419,6 +470,101 @@ class Mutation:
     ) -> ReplayResult:
         wanted = None if ids is None else [str(i) for i in ids]
         return ReplayResult.of(await info.context.state.ingest.replay(wanted))
+
+    @strawberry.mutation(
+        permission_classes=ADMIN,
+        description="Merges one profile into another, losing nothing: identities, history and "
+        "events move, traits and stats are recomputed; undo with `unmergeProfiles`.",
+    )
+    async def merge_profiles(
+        self,
+        info: Info[Context, None],
+        survivor_id: strawberry.ID,
+        merged_id: strawberry.ID,
+        reason: str,
+    ) -> MergeResult:
+        merges = info.context.state.merges
+        return await _merged(
+            info.context,
+            lambda actor: merges.merge(
+                survivor_id=str(survivor_id), merged_id=str(merged_id), actor=actor, reason=reason
+            ),
+        )
+
+    @strawberry.mutation(
+        permission_classes=ADMIN,
+        description="Merges the two profiles of an open suggestion; the survivor is the one with "
+        "a user id, else the older.",
+    )
+    async def accept_suggestion(self, info: Info[Context, None], id: strawberry.ID) -> MergeResult:
+        merges = info.context.state.merges
+        return await _merged(
+            info.context, lambda actor: merges.accept_suggestion(str(id), actor=actor)
+        )
+
+    @strawberry.mutation(
+        permission_classes=ADMIN,
+        description="Undoes a merge: both profiles as if never merged, events since then on the "
+        "side their identifiers point to; the pair is never merged automatically again.",
+    )
+    async def unmerge_profiles(
+        self, info: Info[Context, None], merge_id: strawberry.ID, reason: str
+    ) -> UnmergeResult:
+        context = info.context
+        try:
+            record = await context.state.merges.unmerge(
+                str(merge_id), actor=_admin(context), reason=reason
+            )
+        except ValueError as exc:
+            return InvalidInput(field="reason", message=str(exc))
+        except MergeRefusedError as refused:
+            return MergeRefused.of(refused)
+        pids = (record.merged, record.survivor)
+        found = [await _follow_merges(context, pid, None) for pid in pids]
+        return Unmerged(
+            merge=MergeType.of(record), profiles=[ProfileType.of(p) for p in found if p]
+        )
+
+    @strawberry.mutation(
+        permission_classes=ADMIN,
+        description="Marks a suggestion's two profiles as not the same person: never suggested "
+        "or merged automatically again.",
+    )
+    async def reject_suggestion(
+        self, info: Info[Context, None], id: strawberry.ID, reason: str
+    ) -> RejectSuggestionResult:
+        context = info.context
+        try:
+            rejected = await context.state.merges.reject_suggestion(
+                str(id), actor=_admin(context), reason=reason
+            )
+        except ValueError as exc:
+            return InvalidInput(field="reason", message=str(exc))
+        except MergeRefusedError as refused:
+            return MergeRefused.of(refused)
+        [node] = await _suggestion_nodes(context, [rejected])
+        return SuggestionRejected(suggestion=node)
+
+
+def _admin(context: Context) -> Actor:
+    key = context.api_key
+    assert key is not None  # the ADMIN permission let the request in
+    return Actor.admin(key.id, key.name)
+
+
+async def _merged(
+    context: Context, merge: Callable[[Actor], Awaitable[MergeRecord]]
+) -> MergeResult:
+    """Runs a merge for the caller's admin key; returns the typed outcome."""
+    try:
+        record = await merge(_admin(context))
+    except ValueError as exc:
+        return InvalidInput(field="reason", message=str(exc))
+    except MergeRefusedError as refused:
+        return MergeRefused.of(refused)
+    survivor = await _follow_merges(context, record.survivor, None)
+    assert survivor is not None  # it was merged into, in the same transaction
+    return Merged(merge=MergeType.of(record), profile=ProfileType.of(survivor))
 
 
 class KindredErrorCodes(SchemaExtension):
