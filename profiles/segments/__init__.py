@@ -1,0 +1,1 @@
+"""Segments: the rule language, membership evaluation in MongoDB and in real time."""
