@@ -1,0 +1,1 @@
+"""Scores: RFM quintiles and named groups, behavioural clusters; stored as computed traits."""
