@@ -1,0 +1,1 @@
+"""Webhooks on segment enter and exit: subscriptions, a durable outbox, signed delivery."""
