@@ -31,6 +31,7 @@ from profiles import stats as activity
 from profiles import traits as trait_rules
 from profiles.errors import KindredError
 from profiles.models import Identifier, Observation
+from profiles.segments.service import SegmentService, Touch
 from profiles.service import MAX_MERGE_CHAIN, ProfileService, utcnow
 
 log = logging.getLogger(__name__)
@@ -105,6 +106,7 @@ class ProfileBuilder:
         lease: timedelta = timedelta(seconds=60),
         rules: IdentityRules | None = None,
         matcher: MatchService | None = None,
+        segments: SegmentService | None = None,
     ) -> None:
         self.client = client
         self.profiles = profiles
@@ -116,6 +118,7 @@ class ProfileBuilder:
         self.lease = lease
         self.rules = rules or IdentityRules()
         self.matcher = matcher
+        self.segments = segments
 
     async def run_batch(self, *, now: datetime | None = None) -> BatchResult:
         """Leases and applies one batch of pending events; returns what it did."""
@@ -182,6 +185,7 @@ class ProfileBuilder:
         async with self.client.start_session() as session:
             applied = await session.with_transaction(finish)
         await self._match(by_profile, plan, now=now)
+        await self._segment(docs, by_profile, plan, now=now)
         return BatchResult(
             applied=applied,
             profiles=len(set(plan.assignment.values())),
@@ -216,6 +220,45 @@ class ProfileBuilder:
             # The batch is committed: a failure here, even a bug, must not make it look
             # failed. It is logged, and a dedupe run catches up.
             log.exception("fuzzy matching failed; kindred dedupe will catch up")
+
+    async def _segment(
+        self,
+        docs: Sequence[Document],
+        by_profile: Mapping[str, Sequence[Observation]],
+        plan: graph.Plan,
+        *,
+        now: datetime,
+    ) -> None:
+        """Re-evaluates the segments this batch can have changed, for its profiles.
+
+        Like matching, it runs after the batch commits: a failure loses no event,
+        and the next change or a recompute catches up.
+        """
+        if self.segments is None:
+            return
+        touched: dict[str, Touch] = {}
+        by_pid: dict[str, list[Document]] = defaultdict(list)
+        for doc in docs:
+            pid = plan.assignment.get(doc["_id"])
+            if pid is not None:
+                by_pid[pid].append(doc)
+        survivors = {m.survivor for m in plan.merges}
+        for pid in set(by_pid) | survivors:
+            events = by_pid.get(pid, [])
+            last = max(events, key=lambda d: (d["timestamp"], d["_id"]), default=None)
+            touched[pid] = Touch(
+                traits=frozenset(o.key for o in by_profile.get(pid, ())),
+                event_names=frozenset(
+                    name for d in events if (name := d.get("event") or d.get("name"))
+                ),
+                event_types=frozenset(d["type"] for d in events),
+                last_event_id=None if last is None else last["_id"],
+                merged=pid in survivors,
+            )
+        try:
+            await self.segments.on_batch(touched, now=now)
+        except Exception:
+            log.exception("segment evaluation failed; the next change or a recompute catches up")
 
     async def _resolve(
         self, docs: Sequence[Document], *, now: datetime

@@ -5,7 +5,7 @@ import contextlib
 import gc
 import signal
 import sys
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
@@ -17,10 +17,17 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import PyMongoError
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.table import Table
 
-from app import __version__, worker
+from app import __version__, scheduler, webhook_worker, worker
 from app.auth import (
     ALLOWED_SCOPES,
     InvalidKeyInput,
@@ -41,8 +48,9 @@ from app.settings import Environment, LogFormat, LogLevel, Settings
 from app.state import profile_service
 from profiles.errors import KindredError
 from profiles.models import TraitDefinition, TraitType
-from profiles.service import ProfileService
+from profiles.service import ProfileService, utcnow
 from profiles.store import ProfileStore
+from profiles.webhooks.service import WebhookService
 
 if TYPE_CHECKING:
     # Imported where used: the Segment SDK it loads slows every other command's start.
@@ -288,8 +296,24 @@ async def _run_worker(uri: str, settings: Settings) -> None:
     try:
         db = client[settings.database]
         await ensure_indexes(db, index_registry())
-        builder = worker.build(client, settings, profile_service(db, settings))
-        await worker.run(builder, stop, poll_seconds=settings.worker_poll_seconds)
+        webhooks = WebhookService.on(db, config=settings.webhook_config())
+        builder = worker.build(client, settings, profile_service(db, settings), webhooks=webhooks)
+        segments = worker.segment_service(client, settings, webhooks)
+        # Time rules and webhook deliveries run beside the builder: several workers
+        # may run them at once (memberships and deliveries are leased or conditional).
+        await asyncio.gather(
+            worker.run(builder, stop, poll_seconds=settings.worker_poll_seconds),
+            scheduler.run(
+                segments, stop, period_seconds=settings.segments_scheduler_seconds, clock=utcnow
+            ),
+            webhook_worker.run(
+                webhooks,
+                stop,
+                poll_seconds=settings.webhook_poll_seconds,
+                batch_size=settings.webhook_batch_size,
+            ),
+        )
+        await webhooks.aclose()
     finally:
         await client.close()
 
@@ -337,6 +361,37 @@ def _on_database(settings: Settings, work: Callable[[AsyncDatabase[Document]], A
         except PyMongoError as exc:
             err.print(f"[red]error:[/red] database: {escape(str(exc))}")
             raise typer.Exit(1) from None
+
+
+@contextlib.contextmanager
+def progress_bar() -> Iterator[Callable[[str, int, int | None], None]]:
+    """Yields a progress callback `(stage, done, total)` drawing one bar per stage on stderr."""
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
+    ) as bar:
+        tasks: dict[str, TaskID] = {}
+
+        def report(stage: str, done: int, total: int | None) -> None:
+            if stage not in tasks:
+                tasks[stage] = bar.add_task(stage, total=total)
+            bar.update(tasks[stage], completed=done, total=total)
+
+        yield report
+
+
+def summary_table(title: str, rows: Iterable[tuple[str, str]]) -> Table:
+    """Returns a two-column table of labels and values, as long runs end with."""
+    table = Table(title=title)
+    table.add_column("", no_wrap=True)
+    table.add_column("", justify="right")
+    for label, value in rows:
+        table.add_row(label, value)
+    return table
 
 
 def _when(at: datetime | None) -> str:
@@ -724,5 +779,7 @@ def main() -> None:
     """Entry point of the `kindred` console script."""
     # Registers its commands on `cli`; a module of its own keeps this one readable.
     import app.identity_cli  # noqa: F401
+    import app.scores_cli  # noqa: F401
+    import app.segments_cli  # noqa: F401
 
     sys.exit(cli())

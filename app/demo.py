@@ -58,6 +58,9 @@ from app.ingest.errors import SourceExists
 from app.ingest.store import SourceStore
 from app.mongo import Document, create_client
 from app.settings import Settings
+from profiles.segments.service import SegmentService
+from profiles.segments.store import SegmentStore
+from profiles.webhooks.service import WebhookService
 
 log = logging.getLogger(__name__)
 
@@ -1012,6 +1015,8 @@ class FirstStartLoader:
         if write_key is None:
             log.info("demo data: a `demo` source exists, so the demo was loaded before; skipping")
             return
+        # Before the events: memberships then build up in real time as they are applied.
+        asyncio.run(self._install_segments())
         demo = generate(seed=self.seed, people=self.people, days=self.days, now=datetime.now(UTC))
         total = len(demo.calls)
         log.info(
@@ -1063,6 +1068,16 @@ class FirstStartLoader:
         finally:
             await client.close()
         return write_key
+
+    async def _install_segments(self) -> None:
+        client = create_client(self.uri)
+        try:
+            db = client[self.database]
+            segments = SegmentService(client, SegmentStore(db), sink=WebhookService.on(db))
+            rows = await segments.install_templates(now=datetime.now(UTC), actor="demo")
+            log.info("demo data: segment templates installed", extra={"segments": len(rows)})
+        finally:
+            await client.close()
 
     async def _wait_until_applied(self) -> float | None:
         # Seconds until no event is pending, or None on stop or timeout.

@@ -7,14 +7,6 @@ from typing import Annotated
 import typer
 from pymongo.asynchronous.database import AsyncDatabase
 from rich.markup import escape
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TaskID,
-    TextColumn,
-    TimeElapsedColumn,
-)
 from rich.table import Table
 
 from app import worker
@@ -25,9 +17,10 @@ from app.cli import (
     _on_database,
     _when,
     cli,
-    err,
     load_settings,
     out,
+    progress_bar,
+    summary_table,
 )
 from app.mongo import Document
 from app.state import profile_service
@@ -124,37 +117,19 @@ def dedupe_command(
             suggestions=SuggestionStore(db),
             settings=match_settings,
         )
-        with Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            console=err,
-            transient=True,
-        ) as bar:
-            tasks: dict[str, TaskID] = {}
-
-            def progress(stage: str, done: int, total: int | None) -> None:
-                if stage not in tasks:
-                    tasks[stage] = bar.add_task(stage, total=total)
-                bar.update(tasks[stage], completed=done, total=total)
-
+        with progress_bar() as progress:
             outcome = await service.dedupe(
                 dry_run=dry_run, fit=fit, progress=progress, now=datetime.now(UTC)
             )
             merged = 0
             if not dry_run and outcome.merges:
                 builder = worker.build(db.client, settings, profiles)
-                task = bar.add_task("merging", total=len(outcome.merges))
-                for sure in outcome.merges:
+                for done, sure in enumerate(outcome.merges, 1):
                     merged += await builder.merge_sure(sure)
-                    bar.advance(task)
+                    progress("merging", done, len(outcome.merges))
         return outcome, merged
 
     outcome, merged = _on_database(settings, run)
-    table = Table(title="dedupe" + (" (dry run: nothing written)" if dry_run else ""))
-    table.add_column("", no_wrap=True)
-    table.add_column("", justify="right")
     rows = [
         ("profiles read", f"{outcome.profiles:,}"),
         ("candidate pairs compared", f"{outcome.candidate_pairs:,}"),
@@ -170,6 +145,4 @@ def dedupe_command(
         rows.append(
             ("  merges skipped (merged elsewhere meanwhile)", f"{len(outcome.merges) - merged:,}")
         )
-    for label, value in rows:
-        table.add_row(label, value)
-    out.print(table)
+    out.print(summary_table("dedupe" + (" (dry run: nothing written)" if dry_run else ""), rows))

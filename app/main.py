@@ -7,6 +7,7 @@ import re
 import time
 import uuid
 from collections.abc import AsyncIterator
+from datetime import timedelta
 
 from fastapi import FastAPI, Response
 from fastapi.responses import JSONResponse
@@ -14,7 +15,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pymongo.errors import PyMongoError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app import __version__, worker
+from app import __version__, scheduler, webhook_worker, worker
 from app.admin import router as admin_router
 from app.deps import State
 from app.errors import install_error_handlers
@@ -26,6 +27,9 @@ from app.mongo import create_client, ensure_indexes, index_registry
 from app.reads import router as reads_router
 from app.settings import Settings
 from app.state import KindredState
+from profiles.scores.service import ScoreService
+from profiles.scores.store import ScoreStore
+from profiles.service import utcnow
 
 log = logging.getLogger(__name__)
 
@@ -100,8 +104,20 @@ async def _prepare(state: KindredState, stop: asyncio.Event) -> None:
             break
     settings = state.settings
     if settings.worker_in_process:
-        builder = worker.build(state.client, settings, state.profiles)
-        await worker.run(builder, stop, poll_seconds=settings.worker_poll_seconds)
+        builder = worker.build(state.client, settings, state.profiles, webhooks=state.webhooks)
+        await asyncio.gather(
+            worker.run(builder, stop, poll_seconds=settings.worker_poll_seconds),
+            scheduler.run(
+                state.segments,
+                stop,
+                period_seconds=settings.segments_scheduler_seconds,
+                clock=utcnow,
+                scores=ScoreService(ScoreStore(state.db)),
+                rfm_every=timedelta(hours=settings.rfm_every_hours)
+                if settings.rfm_every_hours
+                else None,
+            ),
+        )
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -121,17 +137,31 @@ def create_app(settings: Settings) -> FastAPI:
         app.state.kindred = state
         stop = asyncio.Event()
         background = asyncio.create_task(_prepare(state, stop), name="kindred-background")
+        webhooks = asyncio.create_task(
+            webhook_worker.run_when_ready(
+                state.webhooks,
+                state.ready,
+                stop,
+                poll_seconds=settings.webhook_poll_seconds,
+                batch_size=settings.webhook_batch_size,
+            )
+            if settings.webhooks_in_process
+            else stop.wait(),
+            name="kindred-webhooks",
+        )
         try:
             yield
         finally:
             # Let the builder finish its batch (graceful), but do not hang shutdown.
             stop.set()
-            try:
-                await asyncio.wait_for(asyncio.shield(background), timeout=10)
-            except TimeoutError:
-                background.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await background
+            for task in (background, webhooks):
+                try:
+                    await asyncio.wait_for(asyncio.shield(task), timeout=10)
+                except TimeoutError:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
+            await state.webhooks.aclose()
             await client.close()
             log.info("stopped")
 

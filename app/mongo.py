@@ -24,8 +24,19 @@ def index_registry() -> list[IndexDeclarations]:
     from app.ingest import store as ingest_store
     from identity import store as identity_store
     from profiles import store as profile_store
+    from profiles.scores import store as scores_store
+    from profiles.segments import store as segment_store
+    from profiles.webhooks import store as webhook_store
 
-    return [profile_store.INDEXES, identity_store.INDEXES, auth.INDEXES, ingest_store.INDEXES]
+    return [
+        profile_store.INDEXES,
+        identity_store.INDEXES,
+        auth.INDEXES,
+        ingest_store.INDEXES,
+        segment_store.INDEXES,
+        scores_store.INDEXES,
+        webhook_store.INDEXES,
+    ]
 
 
 def create_client(

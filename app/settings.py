@@ -1,5 +1,6 @@
 """Kindred's one settings class, read from `KINDRED_*` environment variables."""
 
+from datetime import timedelta
 from enum import StrEnum
 from pathlib import Path
 
@@ -11,6 +12,8 @@ from identity.graph import Limits
 from identity.matching import Thresholds
 from identity.matching_service import MatchSettings
 from identity.normalize import DEFAULT_BLOCKED, Blocklist
+from profiles.webhooks.policy import RetryPolicy
+from profiles.webhooks.service import WebhookConfig
 
 
 class Environment(StrEnum):
@@ -85,6 +88,42 @@ class Settings(BaseSettings):
     worker_poll_seconds: float = Field(
         default=0.2, gt=0, description="Pause between polls when no event is pending."
     )
+    # Segments; see docs/segments.md.
+    segments_realtime: bool = Field(
+        default=True,
+        description="Re-evaluate affected segments after each batch the builder applies.",
+    )
+    segments_scheduler_seconds: float = Field(
+        default=5.0,
+        gt=0,
+        le=3600,
+        description="How often the scheduler wakes for profiles a time rule made due.",
+    )
+    # Webhooks on segment enter/exit; see docs/webhooks.md.
+    webhooks_in_process: bool = Field(
+        default=True, description="Run the webhook delivery loop inside `kindred serve`."
+    )
+    webhook_poll_seconds: float = Field(
+        default=1.0, gt=0, description="Pause between delivery passes when little is due."
+    )
+    webhook_batch_size: int = Field(
+        default=100, ge=1, le=1_000, description="Webhook deliveries leased per pass."
+    )
+    webhook_concurrency: int = Field(
+        default=10, ge=1, le=100, description="Webhook requests in flight per process."
+    )
+    webhook_timeout_seconds: float = Field(
+        default=10, gt=0, le=60, description="Limit on one webhook request and its answer."
+    )
+    webhook_max_attempts: int = Field(
+        default=8, ge=1, le=50, description="Failed attempts before a delivery is dead."
+    )
+    webhook_cache_seconds: float = Field(
+        default=5, ge=0, le=300, description="How long the subscription list is cached."
+    )
+    rfm_every_hours: float = Field(
+        default=24, ge=0, description="Hours between RFM recomputes; 0 turns them off."
+    )
     # Ingest (Segment-compatible tracking API); see docs/api.md.
     ingest_max_event_bytes: int = Field(
         default=32 * 1024, ge=1024, description="Largest event, in bytes of JSON (32 KB)."
@@ -152,6 +191,15 @@ class Settings(BaseSettings):
         if self.match_suggest > self.match_auto_merge:
             raise ValueError("match_suggest must not exceed match_auto_merge")
         return self
+
+    def webhook_config(self) -> WebhookConfig:
+        """Returns how webhooks are sent."""
+        return WebhookConfig(
+            timeout=timedelta(seconds=self.webhook_timeout_seconds),
+            concurrency=self.webhook_concurrency,
+            cache_seconds=self.webhook_cache_seconds,
+            retry=RetryPolicy(max_attempts=self.webhook_max_attempts),
+        )
 
     def identity_rules(self) -> IdentityRules:
         """Returns the identity resolution rules these settings configure."""

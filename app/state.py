@@ -16,9 +16,12 @@ from app.mongo import Document
 from app.settings import Settings
 from identity.service import IdentityService, MergeService
 from identity.store import IdentityStore, SuggestionStore
+from profiles.segments.service import SegmentService
+from profiles.segments.store import SegmentStore
 from profiles.service import ProfileService
 from profiles.store import ProfileStore
 from profiles.traits import Precedence
+from profiles.webhooks.service import WebhookService
 
 
 def profile_service(db: AsyncDatabase[Document], settings: Settings) -> ProfileService:
@@ -42,6 +45,8 @@ class KindredState:
     identity: IdentityService
     merges: MergeService
     suggestions: SuggestionStore
+    segments: SegmentService
+    webhooks: WebhookService
     # Ingest: write-key checks (cached) and the event log with its quarantine.
     sources: SourceAuthenticator
     ingest: IngestService
@@ -58,6 +63,7 @@ class KindredState:
         merges = MergeService.on(
             db, profiles=profiles, events=EventLog(db), rules=settings.identity_rules()
         )
+        webhooks = WebhookService.on(db, config=settings.webhook_config())
         return cls(
             settings=settings,
             client=client,
@@ -69,6 +75,8 @@ class KindredState:
             identity=IdentityService(identities=identities, profiles=profiles.store),
             merges=merges,
             suggestions=merges.suggestions,
+            segments=SegmentService(client, SegmentStore(db), sink=webhooks),
+            webhooks=webhooks,
             sources=SourceAuthenticator(SourceStore(db)),
             ingest=IngestService.from_settings(db, settings),
         )

@@ -17,7 +17,10 @@ from app.settings import Settings
 from identity.matching_service import MatchService
 from identity.service import MergeService
 from identity.store import IdentityStore, SuggestionStore
+from profiles.segments.service import SegmentService
+from profiles.segments.store import SegmentStore
 from profiles.service import ProfileService
+from profiles.webhooks.service import WebhookService
 
 log = logging.getLogger(__name__)
 
@@ -27,8 +30,21 @@ def worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{os.urandom(3).hex()}"
 
 
+def segment_service(
+    client: AsyncMongoClient[Document], settings: Settings, webhooks: WebhookService | None = None
+) -> SegmentService:
+    """Returns the segment service on the settings' database; its changes feed the webhooks."""
+    db = client[settings.database]
+    sink = webhooks or WebhookService.on(db, config=settings.webhook_config())
+    return SegmentService(client, SegmentStore(db), sink=sink)
+
+
 def build(
-    client: AsyncMongoClient[Document], settings: Settings, profiles: ProfileService
+    client: AsyncMongoClient[Document],
+    settings: Settings,
+    profiles: ProfileService,
+    *,
+    webhooks: WebhookService | None = None,
 ) -> ProfileBuilder:
     """Returns a profile builder on the settings' database."""
     db = client[settings.database]
@@ -43,6 +59,7 @@ def build(
         )
     events = EventLog(db)
     rules = settings.identity_rules()
+    segments = segment_service(client, settings, webhooks) if settings.segments_realtime else None
     return ProfileBuilder(
         client,
         profiles=profiles,
@@ -54,6 +71,7 @@ def build(
         lease=timedelta(seconds=settings.worker_lease_seconds),
         rules=rules,
         matcher=matcher,
+        segments=segments,
     )
 
 

@@ -5,16 +5,20 @@ import binascii
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from http import HTTPStatus
-from typing import Annotated, Any, Protocol
+from typing import TYPE_CHECKING, Annotated, Any, Protocol
 
 import strawberry
 from strawberry.dataloader import DataLoader
 from strawberry.scalars import JSON
 from strawberry.types import Info
 
+if TYPE_CHECKING:
+    from profiles.segments.graphql import SegmentLogConnection
+
 from profiles import traits as trait_rules
 from profiles.errors import KindredError
 from profiles.models import Profile, TraitDefinition, TraitType, TraitValue
+from profiles.segments import experiments
 from profiles.service import ProfileService
 from profiles.stats import readable as readable_stats
 
@@ -269,9 +273,30 @@ class ProfileType:
     def computed(self) -> JSON:
         return as_json(self.profile.computed)
 
-    @strawberry.field(description="Slugs of the segments this profile belongs to.")
+    @strawberry.field(description="Ids of the segments this profile belongs to now.")
     def segments(self) -> list[str]:
         return self.profile.segments
+
+    @strawberry.field(
+        description="This profile's entries into and exits from segments, newest first."
+    )
+    async def segment_history(
+        self, info: Info[Any, None], first: int = 20, after: str | None = None
+    ) -> Annotated["SegmentLogConnection", strawberry.lazy("profiles.segments.graphql")]:
+        from profiles.segments.graphql import log_page
+
+        return await log_page(
+            info.context.segments, profile_id=self.profile.id, first=first, after=after
+        )
+
+    @strawberry.field(
+        description="This profile's arm in an experiment, or `holdout`: a stable hash of the "
+        "experiment and the profile id, so it never changes and needs no storage."
+    )
+    def variant(self, experiment: str, arms: list[str] | None = None, holdout: float = 0.0) -> str:
+        return experiments.variant(
+            self.profile.id, experiment, arms=arms or ("control", "treatment"), holdout=holdout
+        )
 
     @strawberry.field(description="Consent per purpose.")
     def consent(self) -> JSON:

@@ -28,6 +28,7 @@ class Context(BaseContext):
         self.api_key = api_key
         self.profile_service = state.profiles
         self.identity_store = state.identities
+        self.segments = state.segments
         self.events = EventLog(state.db)
         self.profile_by_id: DataLoader[ProfileKey, Profile | None] = DataLoader(self._load_profiles)
         self.profile_by_identity: DataLoader[ProfileKey, Profile | None] = DataLoader(

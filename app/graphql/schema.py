@@ -5,7 +5,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from enum import Enum
 from http import HTTPStatus
-from typing import Any
+from typing import Annotated, Any
 
 import strawberry
 from graphql import GraphQLError
@@ -80,7 +80,19 @@ from profiles.graphql import (
     encode_cursor,
 )
 from profiles.models import Profile
-from profiles.service import MAX_MERGE_CHAIN
+from profiles.scores import graphql as scores_graphql
+from profiles.scores.store import ScoreStore
+from profiles.segments.graphql import (
+    SegmentConflict,
+    SegmentInput,
+    SegmentNotFound,
+    SegmentType,
+    definition_of,
+)
+from profiles.segments.service import SegmentConflict as SegmentConflictError
+from profiles.segments.service import SegmentNotFound as SegmentNotFoundError
+from profiles.service import MAX_MERGE_CHAIN, utcnow
+from profiles.webhooks import graphql as webhook_graphql
 
 
 def needs(scope: Scope) -> type[BasePermission]:
@@ -222,6 +234,17 @@ def _selected_trait_keys(
 @strawberry.type
 class Query:
     """Read access for templates, scripts and the admin console."""
+
+    webhooks = strawberry.field(
+        resolver=webhook_graphql.webhooks,
+        permission_classes=ADMIN,
+        description="Webhooks on a segment's enter/exit (or all), oldest first; never secrets.",
+    )
+    webhook_deliveries = strawberry.field(
+        resolver=webhook_graphql.webhook_deliveries,
+        permission_classes=ADMIN,
+        description="Webhook deliveries newest first, of one status or all (Relay-style cursors).",
+    )
 
     @strawberry.field(description="The running Kindred version.")
     def version(self) -> str:
@@ -412,6 +435,34 @@ class Query:
         edges = [AuditEdge(cursor=encode_cursor(e.id), node=AuditEntry.of(e)) for e in entries]
         return AuditConnection(edges=edges, page_info=PageInfo.of(edges, more=more))
 
+    @strawberry.field(
+        permission_classes=READ,
+        description="Live profiles per RFM group (Champions, At Risk, …), as last computed.",
+    )
+    async def rfm_summary(self, info: Info[Context, None]) -> scores_graphql.RfmSummaryType:
+        return await scores_graphql.rfm_summary(ScoreStore(info.context.db))
+
+    @strawberry.field(
+        permission_classes=READ,
+        description="A clustering run with its clusters' sizes, centroids and descriptions: "
+        "the latest, or the one `runId` names; null if there is none.",
+    )
+    async def clusters(
+        self, info: Info[Context, None], run_id: strawberry.ID | None = None
+    ) -> scores_graphql.ClusterRunType | None:
+        return await scores_graphql.cluster_run(
+            ScoreStore(info.context.db), None if run_id is None else str(run_id)
+        )
+
+    @strawberry.field(permission_classes=READ, description="Every segment, by id.")
+    async def segments(self, info: Info[Context, None]) -> list[SegmentType]:
+        return [SegmentType.of(r) for r in await info.context.segments.store.live()]
+
+    @strawberry.field(permission_classes=READ, description="One segment; null if unknown.")
+    async def segment(self, info: Info[Context, None], id: strawberry.ID) -> SegmentType | None:
+        found = await info.context.segments.store.get(str(id))
+        return None if found is None or found.deleted else SegmentType.of(found)
+
 
 async def _suggestion_nodes(context: Context, found: Sequence[Suggestion]) -> list[MergeSuggestion]:
     """Returns the suggestions with both profiles as they are now (after merges)."""
@@ -431,6 +482,13 @@ async def _suggestion_nodes(context: Context, found: Sequence[Suggestion]) -> li
     ]
 
 
+SegmentResult = Annotated[SegmentType | InvalidInput, strawberry.union("SegmentResult")]
+UpdateSegmentResult = Annotated[
+    SegmentType | SegmentNotFound | SegmentConflict | InvalidInput,
+    strawberry.union("UpdateSegmentResult"),
+]
+
+
 class InvalidScore(KindredError):
     """A score bound outside 0 to 1."""
 
@@ -441,6 +499,28 @@ class InvalidScore(KindredError):
 @strawberry.type
 class Mutation:
     """Changes for admins."""
+
+    create_webhook = strawberry.mutation(
+        resolver=webhook_graphql.create_webhook,
+        permission_classes=ADMIN,
+        description="Subscribes a URL to a segment's enter/exit; returns its signing secret, "
+        "shown only this once.",
+    )
+    delete_webhook = strawberry.mutation(
+        resolver=webhook_graphql.delete_webhook,
+        permission_classes=ADMIN,
+        description="Deletes a webhook and cancels its pending deliveries.",
+    )
+    resume_webhook = strawberry.mutation(
+        resolver=webhook_graphql.resume_webhook,
+        permission_classes=ADMIN,
+        description="Makes a webhook paused by a 410 active again.",
+    )
+    redeliver_webhook = strawberry.mutation(
+        resolver=webhook_graphql.redeliver_webhook,
+        permission_classes=ADMIN,
+        description="Sends a dead webhook delivery again, with a fresh count of attempts.",
+    )
 
     @strawberry.mutation(permission_classes=ADMIN, description="Declares or updates a trait.")
     async def define_trait(
@@ -544,6 +624,77 @@ class Mutation:
             return MergeRefused.of(refused)
         [node] = await _suggestion_nodes(context, [rejected])
         return SuggestionRejected(suggestion=node)
+
+    @strawberry.mutation(
+        permission_classes=ADMIN,
+        description="Creates a segment (version 1) and evaluates it over every profile.",
+    )
+    async def create_segment(self, info: Info[Context, None], input: SegmentInput) -> SegmentResult:
+        try:
+            record = await info.context.segments.create(
+                name=input.name,
+                definition=definition_of(input.definition),
+                description=input.description,
+                actor=_admin_name(info.context),
+                now=utcnow(),
+            )
+        except (KindredError, ValueError) as exc:
+            return _segment_input_error(exc)
+        return SegmentType.of(await info.context.segments.get(record.id))
+
+    @strawberry.mutation(
+        permission_classes=ADMIN,
+        description="Stores a new version of a segment's definition and re-evaluates it; "
+        "`expectedVersion` refuses the change if someone else changed it first.",
+    )
+    async def update_segment(
+        self,
+        info: Info[Context, None],
+        id: strawberry.ID,
+        input: SegmentInput,
+        expected_version: int | None = None,
+    ) -> UpdateSegmentResult:
+        service = info.context.segments
+        try:
+            await service.update(
+                str(id),
+                name=input.name,
+                definition=definition_of(input.definition),
+                description=input.description,
+                expected_version=expected_version,
+                actor=_admin_name(info.context),
+                now=utcnow(),
+            )
+        except SegmentNotFoundError as exc:
+            return SegmentNotFound(message=exc.message)
+        except SegmentConflictError as exc:
+            current = await service.get(str(id))
+            return SegmentConflict(message=exc.message, version=current.version)
+        except (KindredError, ValueError) as exc:
+            return _segment_input_error(exc)
+        return SegmentType.of(await service.get(str(id)))
+
+    @strawberry.mutation(
+        permission_classes=ADMIN,
+        description="Deletes a segment: its members exit (logged); its log and versions stay.",
+    )
+    async def delete_segment(self, info: Info[Context, None], id: strawberry.ID) -> bool:
+        try:
+            return await info.context.segments.delete(str(id), now=utcnow())
+        except SegmentNotFoundError:
+            return False
+
+
+def _admin_name(context: Context) -> str:
+    key = context.api_key
+    assert key is not None  # the ADMIN permission let the request in
+    return f"admin:{key.id}"
+
+
+def _segment_input_error(exc: Exception) -> InvalidInput:
+    message = exc.message if isinstance(exc, KindredError) else str(exc)
+    field = "input.name" if message.startswith("name") else "input.definition"
+    return InvalidInput(field=field, message=message)
 
 
 def _admin(context: Context) -> Actor:
