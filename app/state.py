@@ -60,10 +60,15 @@ class KindredState:
         db = client[settings.database]
         profiles = profile_service(db, settings)
         identities = IdentityStore(db)
-        merges = MergeService.on(
-            db, profiles=profiles, events=EventLog(db), rules=settings.identity_rules()
-        )
         webhooks = WebhookService.on(db, config=settings.webhook_config())
+        segments = SegmentService(client, SegmentStore(db), sink=webhooks)
+        merges = MergeService.on(
+            db,
+            profiles=profiles,
+            events=EventLog(db),
+            rules=settings.identity_rules(),
+            changed=segments.after_merge,
+        )
         return cls(
             settings=settings,
             client=client,
@@ -75,7 +80,7 @@ class KindredState:
             identity=IdentityService(identities=identities, profiles=profiles.store),
             merges=merges,
             suggestions=merges.suggestions,
-            segments=SegmentService(client, SegmentStore(db), sink=webhooks),
+            segments=segments,
             webhooks=webhooks,
             sources=SourceAuthenticator(SourceStore(db)),
             ingest=IngestService.from_settings(db, settings),

@@ -127,6 +127,9 @@ class AuditEntry:
     outcome: str  # `done`, or `refused:<rule>`
 
 
+ProfilesChanged = Callable[[Sequence[str]], Awaitable[None]]
+
+
 class MergeEvents(Protocol):
     """What merging needs of the event log (`app.eventlog.EventLog` provides it)."""
 
@@ -185,8 +188,12 @@ class MergeService:
         audit_log: AuditLog,
         events: MergeEvents,
         rules: IdentityRules | None = None,
+        changed: ProfilesChanged | None = None,
     ) -> None:
         self.client = client
+        # Told of the profiles a merge or unmerge changed, once it committed (to
+        # re-evaluate their segments); the builder passes none, it does that itself.
+        self.changed = changed
         self.profiles = profiles
         self.store = profiles.store
         self.identities = identities
@@ -204,6 +211,7 @@ class MergeService:
         profiles: ProfileService,
         events: MergeEvents,
         rules: IdentityRules | None = None,
+        changed: ProfilesChanged | None = None,
     ) -> "MergeService":
         """Returns the merge service on a database, with its stores."""
         return cls(
@@ -215,6 +223,7 @@ class MergeService:
             audit_log=AuditLog(db),
             events=events,
             rules=rules,
+            changed=changed,
         )
 
     async def merge(
@@ -315,6 +324,7 @@ class MergeService:
             "profiles merged",
             extra={"survivor": survivor, "merged": merged, "actor": actor.describe()},
         )
+        await self._tell_changed([record.survivor])
         return record
 
     async def _audited(
@@ -471,6 +481,15 @@ class MergeService:
         )
         return record
 
+    async def _tell_changed(self, profile_ids: Sequence[str]) -> None:
+        if self.changed is None:
+            return
+        try:
+            await self.changed(profile_ids)
+        except Exception:
+            # The merge is committed; what follows from it catches up later.
+            log.exception("after a merge: updating what depends on the profiles failed")
+
     async def _recompute(self, profile_id: str, *, session: AsyncClientSession) -> None:
         """Rebuilds a profile's traits from its history and its stats from its events."""
         await self.profiles.rebuild_traits(profile_id, session=session)
@@ -500,6 +519,7 @@ class MergeService:
             profiles=(),
             reason=reason,
         )
+        await self._tell_changed([record.merged, record.survivor])
         log.info(
             "merge undone",
             extra={"merge": merge_id, "survivor": record.survivor, "merged": record.merged},

@@ -31,6 +31,7 @@ from profiles.segments import rules
 from profiles.segments.models import Change, Transition
 from profiles.segments.store import SegmentRecord, SegmentStore
 from profiles.segments.templates import TEMPLATES
+from profiles.service import utcnow
 
 log = logging.getLogger(__name__)
 
@@ -396,6 +397,10 @@ class SegmentService:
             compiled, wanted, now=now, cause=lambda pid: _event_cause(touched[pid])
         )
         return await self._write(evaluation.transitions, evaluation.next_eval)
+
+    async def after_merge(self, profile_ids: Sequence[str]) -> None:
+        """Re-evaluates every segment of profiles a merge or unmerge changed."""
+        await self.on_batch({pid: Touch(merged=True) for pid in profile_ids}, now=utcnow())
 
     async def run_due(self, *, now: datetime, limit: int = 500) -> DueResult:
         """Re-evaluates the time-based segments of the profiles due by `now`."""

@@ -8,14 +8,16 @@ import pytest
 from pymongo.asynchronous.database import AsyncDatabase
 
 from app import scheduler
-from app.eventlog import EVENTS
+from app.eventlog import EVENTS, EventLog
+from identity.merge import Actor
+from identity.service import MergeService
 from identity.store import IDENTITIES
 from profiles.segments.models import Change
 from profiles.segments.service import InvalidSegment, SegmentNotFound, SegmentService, Touch
 from profiles.segments.store import SEGMENT_LOG, SegmentStore
 from profiles.segments.templates import TEMPLATES
-from profiles.service import utcnow
-from profiles.store import PROFILES
+from profiles.service import ProfileService, utcnow
+from profiles.store import PROFILES, ProfileStore
 from tests.fixtures.events import T0, builder_for, drain, event
 
 Db = AsyncDatabase[dict[str, Any]]
@@ -213,3 +215,38 @@ async def test_concurrent_evaluations_log_each_change_once(db: Db) -> None:
     await asyncio.gather(*(service.on_batch(touch, now=utcnow()) for _ in range(4)))
     rows = await log_rows(db, segment_id=segment.id)
     assert [r["change"] for r in rows] == [Change.ENTERED.value]
+
+
+async def test_an_admin_merge_and_its_undo_re_evaluate_both_profiles_segments(db: Db) -> None:
+    segments = segments_on(db)
+    both = {
+        "version": 1,
+        "rule": {
+            "type": "all",
+            "of": [
+                {"type": "trait", "key": "plan", "op": "eq", "value": "pro"},
+                {"type": "trait", "key": "city", "op": "eq", "value": "Oslo"},
+            ],
+        },
+    }
+    await db[EVENTS].insert_many(
+        [
+            event("identify", user_id="u1", traits={"plan": "pro"}, at=1),
+            event("identify", anonymous_id="a1", traits={"city": "Oslo"}, at=2),
+        ]
+    )
+    await drain(builder_for(db))
+    u1, a1 = await owner(db, "user_id:u1"), await owner(db, "anonymous_id:a1")
+    segment = await segments.create(name="Pro in Oslo", definition=both, actor="t", now=utcnow())
+    assert await members(db, segment.id) == set()
+    profiles = ProfileService(ProfileStore(db))
+    merges = MergeService.on(
+        db, profiles=profiles, events=EventLog(db), changed=segments.after_merge
+    )
+    admin = Actor.admin("key_t", "t")
+    record = await merges.merge(survivor_id=u1, merged_id=a1, actor=admin, reason="same")
+    assert await members(db, segment.id) == {u1}
+    [entered] = await log_rows(db, segment_id=segment.id)
+    assert entered["cause"] == {"kind": "merge"}
+    await merges.unmerge(record.id, actor=admin, reason="not the same")
+    assert await members(db, segment.id) == set()
