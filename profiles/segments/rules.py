@@ -1675,3 +1675,24 @@ def next_change(
         if tried >= _MAX_PROBES or matches(rule, profile, events, now=instant) != current:
             return instant
     return None
+
+
+def relevant_events(
+    deps: Dependencies, events: Sequence[EventFacts], *, now: datetime
+) -> list[EventFacts]:
+    """Returns the events a rule with these dependencies can see: `event_query` in Python.
+
+    Events loaded once for several rules are narrowed per rule, so each
+    evaluation (and each instant `next_change` tries, all later than `now`)
+    scans only its own.
+    """
+    if not deps.reads_events:
+        return []
+    since = None if deps.lookback is None else to_utc_ms(now) - deps.lookback
+    return [
+        e
+        for e in events
+        if (since is None or e.timestamp >= since)
+        and (not deps.event_types or e.type in deps.event_types)
+        and (deps.any_event or e.name in deps.event_names)
+    ]

@@ -488,8 +488,9 @@ class SegmentService:
             for c in used:
                 if c.record.id not in wanted[pid]:
                     continue
+                own = rules.relevant_events(c.deps, seen, now=now)
                 if memberships:
-                    inside = rules.matches(c.rule, facts, seen, now=now)
+                    inside = rules.matches(c.rule, facts, own, now=now)
                     was = c.record.id in facts.segments
                     if inside != was:
                         change = Change.ENTERED if inside else Change.EXITED
@@ -500,7 +501,7 @@ class SegmentService:
                         members.symmetric_difference_update({c.record.id})
                         facts = replace(facts, segments=frozenset(members))
                 if c.deps.time_based:
-                    at = rules.next_change(c.rule, facts, seen, now=now)
+                    at = rules.next_change(c.rule, facts, own, now=now)
                     if at is not None:
                         deadlines.append(at)
             new = min(deadlines) if deadlines else None

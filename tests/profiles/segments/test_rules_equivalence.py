@@ -31,6 +31,7 @@ from profiles.segments.rules import (
     next_change,
     parse_definition,
     profile_facts,
+    relevant_events,
     to_pipeline,
 )
 
@@ -526,3 +527,23 @@ def test_next_change_is_the_first_instant_the_answer_changes(
             assert matches(definition.rule, profile, facts, now=probe) == before, probe
     if change is not None:
         assert matches(definition.rule, profile, facts, now=change) != before
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.data_too_large])
+@given(
+    definition=st.one_of(definitions, moving_definitions, moving_definitions), world=one_profile()
+)
+def test_a_rule_sees_the_same_through_its_relevant_events(
+    definition: Definition, world: dict[str, Any]
+) -> None:
+    # The segment service narrows events loaded for many rules to each rule's own.
+    profile = profile_facts(world["profiles"][0])
+    facts = [event_facts(e) for e in world["events"]]
+    own = relevant_events(dependencies(definition.rule), facts, now=EVAL_AT)
+    for at in (EVAL_AT, *(p for p in _probes(world) if p > EVAL_AT)):
+        assert matches(definition.rule, profile, own, now=at) == matches(
+            definition.rule, profile, facts, now=at
+        ), at
+    assert next_change(definition.rule, profile, own, now=EVAL_AT) == next_change(
+        definition.rule, profile, facts, now=EVAL_AT
+    )
