@@ -290,8 +290,10 @@ class SegmentStore:
             "timestamp": 1,
             "profile_id": 1,
         }
+        # `profile_id` first: SecantusDB serves the filter through the (profile_id,
+        # timestamp) index only when it leads; after `status` it scans the whole log.
         async for doc in self.events.find(
-            {**query, "profile_id": {"$in": list(found)}}, projection
+            {"profile_id": {"$in": list(found)}, **query}, projection
         ):
             found[doc["profile_id"]].append(doc)
         return found
