@@ -1391,7 +1391,8 @@ def to_pipeline(
     """Returns aggregation stages over `profiles` that pass exactly the members.
 
     Append them after `{"$match": {"merged_into": None}}`. Conditions that read no
-    events are matched first, so the `$lookup`s run only for profiles still in.
+    events are matched first, and each event condition of a top-level `all` is
+    matched right after its own `$lookup`s, so lookups run only for profiles still in.
     The profiles come out as stored; the temporary fields are removed again.
     """
     compiler = _Compiler(to_utc_ms(now), events_collection)
@@ -1402,8 +1403,12 @@ def to_pipeline(
     if early:
         stages.append({"$match": {"$expr": _and([compiler.expr(c) for c in early])}})
     if late:
-        expression = _and([compiler.expr(c) for c in late])
-        stages += [*compiler.stages, {"$match": {"$expr": expression}}]
+        # Each condition's lookups are followed by its own match, so a profile an
+        # `all` already rules out is not looked up again for the next condition.
+        for condition in late:
+            start = len(compiler.stages)
+            expression = compiler.expr(condition)
+            stages += [*compiler.stages[start:], {"$match": {"$expr": expression}}]
         if compiler.fields:
             stages.append({"$unset": compiler.fields})
     return stages
