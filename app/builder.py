@@ -9,7 +9,9 @@ exactly once: a worker killed anywhere leaves a batch that the next one
 completes to the same result.
 """
 
+import asyncio
 import logging
+import random
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -37,6 +39,7 @@ from profiles.service import MAX_MERGE_CHAIN, ProfileService, utcnow
 log = logging.getLogger(__name__)
 
 MAX_RESOLUTION_ROUNDS = 8
+MAX_STALE_ROUNDS = 32
 GROUP_PREFIX = "group_"
 
 Document = dict[str, Any]
@@ -128,13 +131,14 @@ class ProfileBuilder:
         )
         if not docs:
             return BatchResult(0, 0, 0, 0, 0, 0)
-        for _attempt in range(MAX_RESOLUTION_ROUNDS):
+        for attempt in range(MAX_STALE_ROUNDS):
             try:
                 return await self._apply(docs, now=started)
             except StaleAssignment:
                 # A profile of this batch was merged away by another worker meanwhile:
-                # resolve again; everything done so far is idempotent.
-                continue
+                # resolve again; everything done so far is idempotent. A short random
+                # pause keeps two workers on the same people from colliding in step.
+                await asyncio.sleep(random.uniform(0, 0.01 * (attempt + 1)))
         raise RuntimeError("profiles kept being merged away under this batch")
 
     async def _apply(self, docs: Sequence[Document], *, now: datetime) -> BatchResult:
