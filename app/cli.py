@@ -27,7 +27,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from app import __version__, scheduler, webhook_worker, worker
+from app import __version__, worker
 from app.auth import (
     ALLOWED_SCOPES,
     InvalidKeyInput,
@@ -48,9 +48,8 @@ from app.settings import Environment, LogFormat, LogLevel, Settings
 from app.state import profile_service
 from profiles.errors import KindredError
 from profiles.models import TraitDefinition, TraitType
-from profiles.service import ProfileService, utcnow
+from profiles.service import ProfileService
 from profiles.store import ProfileStore
-from profiles.webhooks.service import WebhookService
 
 if TYPE_CHECKING:
     # Imported where used: the Segment SDK it loads slows every other command's start.
@@ -296,24 +295,8 @@ async def _run_worker(uri: str, settings: Settings) -> None:
     try:
         db = client[settings.database]
         await ensure_indexes(db, index_registry())
-        webhooks = WebhookService.on(db, config=settings.webhook_config())
-        builder = worker.build(client, settings, profile_service(db, settings), webhooks=webhooks)
-        segments = worker.segment_service(client, settings, webhooks)
-        # Time rules and webhook deliveries run beside the builder: several workers
-        # may run them at once (memberships and deliveries are leased or conditional).
-        await asyncio.gather(
-            worker.run(builder, stop, poll_seconds=settings.worker_poll_seconds),
-            scheduler.run(
-                segments, stop, period_seconds=settings.segments_scheduler_seconds, clock=utcnow
-            ),
-            webhook_worker.run(
-                webhooks,
-                stop,
-                poll_seconds=settings.webhook_poll_seconds,
-                batch_size=settings.webhook_batch_size,
-            ),
-        )
-        await webhooks.aclose()
+        builder = worker.build(client, settings, profile_service(db, settings))
+        await worker.run(builder, stop, poll_seconds=settings.worker_poll_seconds)
     finally:
         await client.close()
 
